@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# test.sh — install what is needed, build, and run the test suite (what CI runs).
+#   bash jobs/test.sh                 everything
+#   bash jobs/test.sh -L unit         a subset by label (unit, mpi, reference, e2e, slurm); any ctest args
+#   bash jobs/test.sh --sanitize ...  build with ASan + UBSan into build-asan/ and run there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=build
+flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+if [[ "${1:-}" == "--sanitize" ]]; then
+  shift
+  build=build-asan
+  flags+=(-DENGRAM_SANITIZE=ON)
+  # MPI keeps its own allocations until exit; these suppressions name only MPI's libraries
+  export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0
+  export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component_disable_dlclose=1
+fi
+bash jobs/setup.sh
+cmake -S . -B "$build" "${flags[@]}" >/dev/null
+cmake --build "$build" -j"$(nproc)"
+cd "$build"
+ctest --output-on-failure -j2 "$@"

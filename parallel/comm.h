@@ -1,0 +1,29 @@
+/*
+ * comm.h — the MPI world every rank runs in: start-up, shut-down, the rank-0 print macro, and the
+ * mpiCheck macro that turns an MPI error into a message with file, line and a hint.
+ *
+ * Not here: exchanges and gradient sync (their own files in parallel/), anything touching files.
+ */
+#ifndef ENGRAM_COMM_H
+#define ENGRAM_COMM_H
+
+#include <mpi.h>
+
+#include "common.h"
+
+typedef struct {
+    int rank;        // this process, 0..size-1
+    int size;        // P
+    MPI_Comm comm;   // the world (a duplicate, so library traffic never mixes with ours)
+} Comm;
+
+void comm_init(Comm* c, int* argc, char*** argv);
+void comm_free(Comm* c);
+
+void mpi_check_at(int rc, const char* file, int line);
+#define mpiCheck(call) mpi_check_at((call), __FILE__, __LINE__)
+
+/* All ranks run the same control flow; only rank 0 speaks. */
+#define printf0(comm, ...) do { if ((comm)->rank == 0) { printf(__VA_ARGS__); fflush(stdout); } } while (0)
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * common.c — fail-fast helpers declared in common.h: error exits with file/line and a hint,
+ * checked allocation, a monotonic clock.
+ */
+#include "common.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+void engram_die_at(const char* file, int line, const char* hint, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "engram: error at %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (hint && hint[0]) fprintf(stderr, "---> HINT: %s\n", hint);
+    fflush(stderr);
+    exit(1);
+}
+
+void engram_fail(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("engram: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fflush(stderr);
+    exit(ENGRAM_EXIT_USAGE);
+}
+
+static void oom_(size_t n, const char* file, int line) {
+    engram_die_at(file, line, "reduce the batch, sequence or table sizes, or run on more ranks",
+                  "out of memory allocating %zu bytes", n);
+}
+
+void* engram_malloc_at(size_t n, const char* file, int line) {
+    void* p = malloc(n ? n : 1);
+    if (!p) oom_(n, file, line);
+    return p;
+}
+
+void* engram_calloc_at(size_t count, size_t size, const char* file, int line) {
+    void* p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) oom_(count * size, file, line);
+    return p;
+}
+
+void* engram_realloc_at(void* p, size_t n, const char* file, int line) {
+    void* q = realloc(p, n ? n : 1);
+    if (!q) oom_(n, file, line);
+    return q;
+}
+
+char* engram_strdup_at(const char* s, const char* file, int line) {
+    size_t n = strlen(s) + 1;
+    char* d = engram_malloc_at(n, file, line);
+    memcpy(d, s, n);
+    return d;
+}
+
+double engram_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,46 @@
+/*
+ * common.h — the few things every engram source file uses: fail-fast check macros that name the
+ * file and line and end with a hint for the user, checked allocation, and rank-0 printing.
+ *
+ * Not here: anything that knows about MPI, HDF5 or the model (src/ never calls MPI or HDF5).
+ *
+ * Dimension letters used across the code base (ARCHITECTURE.md §3): B batch, T sequence, G branches,
+ * D model width, L layers, V vocab, V' compressed vocab, E routed experts, k experts per token,
+ * N max n-gram order, H heads per order, H_total = (N-1)·H, Dh Engram head width, P ranks.
+ */
+#ifndef ENGRAM_COMMON_H
+#define ENGRAM_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ENGRAM_VERSION "0.1.0"
+
+/* Exit status of every user-facing error (bad config, bad input); 0 is success. */
+#define ENGRAM_EXIT_USAGE 2
+
+/* Print "file:line: what" plus an optional "---> HINT: ..." and exit. Used for internal failures
+ * (out of memory, I/O) where the source location helps whoever reads the log. */
+void engram_die_at(const char* file, int line, const char* hint, const char* fmt, ...)
+    __attribute__((format(printf, 4, 5), noreturn));
+#define engram_die(hint, ...) engram_die_at(__FILE__, __LINE__, (hint), __VA_ARGS__)
+
+/* A user-input error: one line naming what is wrong, where, and how to fix it; exit status 2.
+ * No source location: the user's file and key are the location that matters. */
+void engram_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+void* engram_malloc_at(size_t n, const char* file, int line);
+void* engram_calloc_at(size_t count, size_t size, const char* file, int line);
+void* engram_realloc_at(void* p, size_t n, const char* file, int line);
+char* engram_strdup_at(const char* s, const char* file, int line);
+#define mallocCheck(n) engram_malloc_at((n), __FILE__, __LINE__)
+#define callocCheck(c, s) engram_calloc_at((c), (s), __FILE__, __LINE__)
+#define reallocCheck(p, n) engram_realloc_at((p), (n), __FILE__, __LINE__)
+#define strdupCheck(s) engram_strdup_at((s), __FILE__, __LINE__)
+
+/* Wall-clock seconds from a monotonic clock, for benchmarks and progress lines. */
+double engram_now(void);
+
+#endif
