@@ -1,7 +1,7 @@
 /*
  * bench.h — micro-benchmarks behind `engram bench ...`; each prints one JSON line on stdout.
  *
- * Not here: correctness checks (tests/), the model or training loop benchmarks' timing policy.
+ * Not here: correctness checks (tests/), the command-line dispatch (src/cmd_bench.c).
  */
 #ifndef ENGRAM_BENCH_H
 #define ENGRAM_BENCH_H
