@@ -15,7 +15,7 @@ PACKAGES=(
   libopenblas-dev                            # GEMMs
   libyaml-dev libcjson-dev                   # configs, JSON
   libcmocka-dev                              # unit tests
-  python3-torch python3-h5py python3-numpy   # reference models and checkpoint interop (/usr/bin/python3)
+  python3-torch python3-h5py python3-numpy python3-yaml python3-sympy   # references (/usr/bin/python3)
   nodejs npm                                 # Hugging Face tokenizers reference (npm 'tokenizers')
   bible-kjv fortunes fortunes-de             # corpora
 )
