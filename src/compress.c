@@ -150,7 +150,7 @@ static void spaces_(CpVec_* a) {
     size_t lo = 0, hi = a->n;
     while (lo < hi && is_white_space_(a->v[lo])) lo++;
     while (hi > lo && is_white_space_(a->v[hi - 1])) hi--;
-    memmove(a->v, a->v + lo, (hi - lo) * sizeof *a->v);
+    if (lo > 0) memmove(a->v, a->v + lo, (hi - lo) * sizeof *a->v);
     a->n = hi - lo;
     for (size_t i = 0; i < a->n; i++)
         if (a->v[i] == 0xE000) a->v[i] = ' ';
