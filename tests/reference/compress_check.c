@@ -7,8 +7,13 @@
  * Every disagreement is printed (id, text, both results as code points): that is the
  * utf8proc-vs-Rust Unicode-table check of spec/ENGRAM.md §2.3. Exit status 1 on any difference.
  *
+ * With --codepoints FILE (from hf_normalize_all.js) it also compares the normaliser on every Unicode
+ * scalar value alone. There the tables do differ (docs/compression.md): each difference is put in
+ * one of four known Unicode-version classes and the ranges are listed; only an unexplained
+ * difference fails.
+ *
  * Not here: decoding ids (the strings are HF's own, so only compression is under test).
- * Usage: compress_check REF.json...
+ * Usage: compress_check [--codepoints FILE] REF.json...
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -157,14 +162,94 @@ static size_t check_table_(const Ref* r) {
     return bad;
 }
 
+/* ---- every code point alone ---------------------------------------------------------------- */
+
+// Why HF (Unicode 9.0 normalisation tables, Rust std's newer case tables) and utf8proc differ on
+// one code point c: h is HF's output, o ours, both as hex of UTF-8; in is c's own hex.
+typedef enum { CP_UNEXPLAINED, CP_NEW_MARK, CP_NEW_DECOMP, CP_OLD_MARK, CP_NEW_CASE, CP_NCLASS } CpClass;
+static const char* const CP_CLASS_TAG[CP_NCLASS] = {"UNEXPLAINED", "new-mark", "new-decomp",
+                                                    "old-mark", "new-case"};
+static const char* const CP_CLASS_NAME[CP_NCLASS] = {
+    "differences no Unicode-version class explains (these fail the check)",
+    "Mark newer than HF's Unicode 9.0 normalisation tables: HF keeps it, we strip it",
+    "decomposition newer than HF's Unicode 9.0 tables: HF keeps it, we decompose it",
+    "a Mark in Unicode 9.0, a letter since: HF strips it, we keep it",
+    "lowercase mapping newer than utf8proc (unassigned there; Rust std knows it)",
+};
+
+static int is_mark_cat_(int32_t c) {
+    utf8proc_category_t k = utf8proc_category(c);
+    return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
+}
+
+static CpClass cp_classify_(int32_t c, const char* in, const char* h, const char* o) {
+    int hf_kept = strcmp(h, in) == 0, we_kept = strcmp(o, in) == 0;
+    if (hf_kept && o[0] == '\0' && is_mark_cat_(c)) return CP_NEW_MARK;
+    if (hf_kept && utf8proc_get_property(c)->decomp_seqindex != UINT16_MAX) return CP_NEW_DECOMP;
+    if (h[0] == '\0' && we_kept && !is_mark_cat_(c)) return CP_OLD_MARK;
+    if (we_kept && utf8proc_category(c) == UTF8PROC_CATEGORY_CN) return CP_NEW_CASE;
+    return CP_UNEXPLAINED;
+}
+
+static void hex_of_(const char* s, size_t n, char* out) {
+    for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", (unsigned char)s[i]);
+    out[2 * n] = '\0';
+}
+
+// Prints differing code points as ranges per class; returns the number left unexplained.
+static size_t check_codepoints_(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (!f) engram_die("run tests/reference/hf_normalize_all.js first", "cannot open %s", path);
+    char line[1024], h[512], in[16], o[1024];
+    size_t count[CP_NCLASS] = {0}, n = 0;
+    long run_lo = -1, run_hi = -1;
+    CpClass run_k = CP_UNEXPLAINED;
+    ByteBuf out = {0};
+    while (fgets(line, sizeof line, f)) {
+        unsigned cp;
+        h[0] = '\0';
+        if (sscanf(line, "%x %511s", &cp, h) < 1) engram_die(NULL, "%s: bad line '%s'", path, line);
+        n++;
+        utf8proc_uint8_t u[4];
+        utf8proc_ssize_t k = utf8proc_encode_char((utf8proc_int32_t)cp, u);
+        hex_of_((const char*)u, (size_t)k, in);
+        out.n = 0;
+        compress_normalize((const char*)u, (size_t)k, &out);
+        hex_of_(out.v, out.n, o);
+        if (strcmp(h, o) == 0) continue;
+        CpClass c = cp_classify_((int32_t)cp, in, h, o);
+        count[c]++;
+        if (c == CP_UNEXPLAINED) printf("  U+%04X: HF %s, ours %s (hex UTF-8)\n", cp, h, o);
+        if (run_lo >= 0 && c == run_k && (long)cp == run_hi + 1) { run_hi = cp; continue; }
+        if (run_lo >= 0) printf("  %-10s U+%04lX..U+%04lX\n", CP_CLASS_TAG[run_k], run_lo, run_hi);
+        run_lo = run_hi = cp;
+        run_k = c;
+    }
+    if (run_lo >= 0) printf("  %-10s U+%04lX..U+%04lX\n", CP_CLASS_TAG[run_k], run_lo, run_hi);
+    fclose(f);
+    free(out.v);
+    printf("%s: %zu code points compared\n", path, n);
+    for (int c = 0; c < CP_NCLASS; c++)
+        printf("  %6zu  %-10s %s\n", count[c], CP_CLASS_TAG[c], CP_CLASS_NAME[c]);
+    if (n != 0x110000 - 0x800) { printf("  expected %d code points\n", 0x110000 - 0x800); return 1; }
+    return count[CP_UNEXPLAINED];
+}
+
 int main(int argc, char** argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: compress_check REF.json...\n");
+    const char* codepoints = NULL;
+    int a = 1;
+    if (argc > 2 && strcmp(argv[1], "--codepoints") == 0) {
+        codepoints = argv[2];
+        a = 3;
+    }
+    if (a >= argc) {
+        fprintf(stderr, "usage: compress_check [--codepoints FILE] REF.json...\n");
         return 2;
     }
     printf("utf8proc %s (Unicode %s)\n", utf8proc_version(), utf8proc_unicode_version());
     size_t total = 0;
-    for (int a = 1; a < argc; a++) {
+    if (codepoints) total += check_codepoints_(codepoints);
+    for (; a < argc; a++) {
         Ref r;
         ref_load_(&r, argv[a]);
         printf("%s: %lld ids\n", argv[a], (long long)r.V);

@@ -2,7 +2,9 @@
 # compression_matches_hf.sh — src/compress.c against Hugging Face `tokenizers` (npm, Rust core) on
 # two whole vocabularies, DeepSeek-V3 (128,815 ids) and GPT-2 (50,257): hf_compress.js computes
 # the reference table (spec/ENGRAM.md §10), compress_check compares the normaliser on every decoded
-# token and the lookup table id by id, listing every difference.
+# token and the lookup table id by id, listing every difference (none allowed). It also runs the
+# normaliser on every Unicode code point alone (hf_normalize_all.js): there the Unicode tables of
+# HF and utf8proc do differ; each difference must fall in a known version class, listed as ranges.
 # Args (as every tests/<label>/*.sh): $1 engram binary, $2 data dir (unused), $3 mpirun (unused).
 # Env: ENGRAM_NODE_MODULES (default <repo>/.cache/npm/node_modules), COMPRESS_CHECK (else
 # $(dirname $1)/tests/compress_check), ENGRAM_TEST_TMP (where the reference JSON is cached).
@@ -33,7 +35,7 @@ fi
 
 # The reference JSON depends only on the npm packages and the script: cache it by their hash.
 mkdir -p "$tmp"
-key=$(cat "$here/hf_compress.js" "$modules/tokenizers/package.json" "$deepseek" "$gpt2" | sha256sum | cut -c1-16)
+key=$(cat "$here/hf_compress.js" "$here/hf_normalize_all.js" "$modules/tokenizers/package.json" "$deepseek" "$gpt2" | sha256sum | cut -c1-16)
 for name in deepseek gpt2; do
     src=$deepseek; [ "$name" = gpt2 ] && src=$gpt2
     out=$tmp/$name-$key.json
@@ -42,4 +44,8 @@ for name in deepseek gpt2; do
         mv "$out.part" "$out"
     fi
 done
-"$check" "$tmp/deepseek-$key.json" "$tmp/gpt2-$key.json"
+if [ ! -s "$tmp/codepoints-$key.txt" ]; then
+    NODE_PATH=$modules node "$here/hf_normalize_all.js" "$tmp/codepoints-$key.txt.part"
+    mv "$tmp/codepoints-$key.txt.part" "$tmp/codepoints-$key.txt"
+fi
+"$check" --codepoints "$tmp/codepoints-$key.txt" "$tmp/deepseek-$key.json" "$tmp/gpt2-$key.json"

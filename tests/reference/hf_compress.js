@@ -34,7 +34,7 @@ const NORMALIZER = {
   ],
 };
 
-function tokenizerJson_(fields) {
+function tokenizerJson(fields) {
   return JSON.stringify(Object.assign({
     version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
     pre_tokenizer: null, post_processor: null, decoder: null,
@@ -49,7 +49,7 @@ function gpt2Json_(encoderPath) {
     .split('\n').filter((l, i) => i > 0 && l.length > 0);
   const eot = vocab['<|endoftext|>'];
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return tokenizerJson_({
+  return tokenizerJson({
     added_tokens: [{ id: eot, content: '<|endoftext|>', single_word: false, lstrip: false,
                      rstrip: false, normalized: true, special: true }],
     pre_tokenizer: byteLevel, decoder: byteLevel,
@@ -65,7 +65,7 @@ async function main() {
   if (!src || !out) throw new Error('usage: node hf_compress.js TOKENIZER OUT.json [PAD_ID]');
   const isGpt2 = path.basename(src) === 'encoder.json';
   const tk = isGpt2 ? Tokenizer.fromString(gpt2Json_(src)) : Tokenizer.fromFile(src);
-  const norm = Tokenizer.fromString(tokenizerJson_({ normalizer: NORMALIZER })).getNormalizer();
+  const norm = Tokenizer.fromString(tokenizerJson({ normalizer: NORMALIZER })).getNormalizer();
   const padId = padArg !== undefined ? Number(padArg) : (isGpt2 ? 50256 : 2);
 
   // V = len(tokenizer) = max id + 1 over the base vocabulary and the added tokens.
@@ -92,4 +92,6 @@ async function main() {
               `(${(100 * (1 - keys.size / V)).toFixed(1)}% fewer) pad ${padId} -> ${lookup[padId]}`);
 }
 
-main().catch((e) => { console.error(`hf_compress.js: ${e.message}`); process.exit(1); });
+module.exports = { NORMALIZER, tokenizerJson };
+if (require.main === module)
+  main().catch((e) => { console.error(`hf_compress.js: ${e.message}`); process.exit(1); });
