@@ -144,7 +144,9 @@ static size_t check_normalizer_(const Ref* r) {
 
 static size_t check_table_(const Ref* r) {
     Compression c;
+    double t0 = engram_now();
     compress_build_keys(&c, r->V, (const char* const*)r->decoded, r->dlen, (const char* const*)r->raw);
+    printf("  table built in %.3f s\n", engram_now() - t0);
     size_t bad = 0;
     for (int64_t i = 0; i < r->V; i++) {
         if (c.lookup[i] == r->lookup[i]) continue;

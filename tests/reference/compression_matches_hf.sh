@@ -36,6 +36,7 @@ fi
 # The reference JSON depends only on the npm packages and the script: cache it by their hash.
 mkdir -p "$tmp"
 key=$(cat "$here/hf_compress.js" "$here/hf_normalize_all.js" "$modules/tokenizers/package.json" "$deepseek" "$gpt2" | sha256sum | cut -c1-16)
+find "$tmp" -maxdepth 1 -type f ! -name "*-$key.*" -delete   # stale caches of older inputs
 for name in deepseek gpt2; do
     src=$deepseek; [ "$name" = gpt2 ] && src=$gpt2
     out=$tmp/$name-$key.json
