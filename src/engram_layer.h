@@ -33,7 +33,9 @@ typedef struct {
     float* conv;     // [G·D, K]
 } EngramWeights;
 
-/* Floats of activation memory the forward saves for the backward. */
+/* Floats of activation memory the forward saves for the backward: N·(3·G·D + D + 5·G), N = B·T
+ * (layout in engram_layer.c; the gates α [N,G] are its last N·G floats). The backward also allocates
+ * its own scratch, 2·N·G·D + N·D floats and ≤ 64·(G·D·(4 + K) + D) doubles. */
 size_t engram_acts_floats(const EngramDims* d);
 
 /* e [B,T,Ein] gathered rows, h [B,T,G,D] residual stream → out [B,T,G,D] (= u + SiLU(conv)),
