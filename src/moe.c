@@ -92,9 +92,9 @@ static long capacity_(const MoeDims* d) {
 static void plan_build_(const MoeDims* d, const float* probs, MoePlan* pl) {
     int N = d->N, E = d->E, k = d->k;
     size_t Nk = (size_t)N * k;
-    pl->top = mallocCheck(Nk * sizeof(int) + 1);
-    pl->row = mallocCheck(Nk * sizeof(long) + 1);
-    pl->row_tok = mallocCheck(Nk * sizeof(int) + 1);
+    pl->top = mallocCheck(Nk * sizeof(int));
+    pl->row = mallocCheck(Nk * sizeof(long));
+    pl->row_tok = mallocCheck(Nk * sizeof(int));
     pl->off = callocCheck((size_t)E + 1, sizeof(long));
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) topk_(probs + (size_t)n * E, E, k, pl->top + (size_t)n * k);
@@ -238,8 +238,8 @@ void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* o
     // 3. shared experts: [N,D] -> out [N,D]
     shared_forward_(d, w, f, acts + L.sh1, acts + L.sh3, out);
     // 4. routed experts, each over its packed rows: X_e [n_e,D] -> y_e [n_e,D]
-    float* X = mallocCheck((size_t)pl.R * D * sizeof(float) + 1);
-    float* g = mallocCheck((size_t)pl.R * Fe * sizeof(float) + 1);
+    float* X = mallocCheck((size_t)pl.R * D * sizeof(float));
+    float* g = mallocCheck((size_t)pl.R * Fe * sizeof(float));
     gather_(f, pl.row_tok, pl.R, d->D, X);
     for (int e = 0; e < d->E; e++) {
         size_t r0 = (size_t)pl.off[e], ow = (size_t)e * Fe * D;
@@ -367,9 +367,9 @@ static void routed_backward_(const MoeDims* d, const MoeWeights* w, const float*
                              const float* a_h3, const MoePlan* pl, const float* dy, float* df,
                              MoeWeights* g) {
     size_t D = (size_t)d->D, Fe = (size_t)d->Fe, R = (size_t)pl->R;
-    float* X = mallocCheck(R * D * sizeof(float) + 1);
-    float* dX = mallocCheck(R * D * sizeof(float) + 1);
-    float* scr = mallocCheck(3 * R * Fe * sizeof(float) + 1);
+    float* X = mallocCheck(R * D * sizeof(float));
+    float* dX = mallocCheck(R * D * sizeof(float));
+    float* scr = mallocCheck(3 * R * Fe * sizeof(float));
     // in the forward X_e was gathered from f: gather it again
     gather_(f, pl->row_tok, pl->R, d->D, X);
     for (int e = 0; e < d->E; e++) {
@@ -394,17 +394,18 @@ void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const f
     // the forward's plan, rebuilt from the saved probabilities (same p, same plan)
     MoePlan pl;
     plan_build_(d, probs, &pl);
-    // 4.–5. backwards: out = shared + Σ_j w_j·y_j — the shared experts first, they saw dout as is
+    // steps 5 and 3 in reverse: out was Σ_s Shared_s(f) + Σ_j w_j·y_j, so the shared experts get
+    // dout unchanged and each y_j gets w_j·dout
     shared_backward_(d, w, f, acts + L.sh1, acts + L.sh3, dout, df, g);
-    // the routing weights and the experts' outputs: dy [R,D], dl [N,E] (aux term included)
+    // the weights w_j = p_j/Σ_top p and the aux term lead back to the router logits: dl [N,E]
     double* c_aux = mallocCheck(E * sizeof(double));
     aux_grad_(d, aux_coef, counts_glob, n_tok_glob, c_aux);
-    float* dy = mallocCheck((size_t)pl.R * D * sizeof(float) + 1);
+    float* dy = mallocCheck((size_t)pl.R * D * sizeof(float));
     float* dl = mallocCheck(N * E * sizeof(float));
     routing_backward_(d, probs, &pl, acts + L.y, dout, c_aux, dy, dl);
-    // the routed experts, then their input gradient scattered back to the tokens
+    // step 4 in reverse: y_e = Expert_e(X_e) over the gathered rows, so dX_e is scattered back
     routed_backward_(d, w, f, acts + L.h1, acts + L.h3, &pl, dy, df, g);
-    // 1. the router logits were f·routerᵀ: drouter += dlᵀ·f [E,D], df += dl·router [N,D]
+    // step 1 in reverse: the logits were f·routerᵀ, so drouter += dlᵀ·f [E,D], df += dl·router [N,D]
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d->E, d->D, d->N, 1.0f, dl, d->E, f, d->D,
                 1.0f, g->router, d->D);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->N, d->D, d->E, 1.0f, dl, d->E, w->router,
