@@ -38,10 +38,16 @@ typedef struct {
     long dropped;     // assignments dropped by capacity on this rank
 } MoeStats;
 
-/* Floats of activation memory the forward saves (sized for the worst case, all tokens kept). */
+/* Floats of activation memory the forward saves (sized for the worst case, all tokens kept):
+ *   N·E + N·k·(2·Fe + D) + 2·S·N·Fe
+ * laid out as probs [N,E] (the router softmax; the backward rebuilds the routing from it), then,
+ * packed by expert (expert 0's kept rows, then expert 1's, ...; token order inside an expert),
+ * h1 [N·k,Fe] = X·w1ᵀ, h3 [N·k,Fe] = X·w3ᵀ, y [N·k,D] = Expert(X) before the routing weight, then
+ * sh1 [S,N,Fe] and sh3 [S,N,Fe] for the shared experts. */
 size_t moe_acts_floats(const MoeDims* d);
 
-/* f [N,D] normalised input → out [N,D]; acts saved for the backward; stats filled (this rank). */
+/* f [N,D] normalised input → out [N,D]; acts saved for the backward; stats filled (this rank;
+ * overwritten, not accumulated), or not when stats is NULL. */
 void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* out, float* acts,
                  MoeStats* stats);
 

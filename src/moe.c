@@ -1,0 +1,417 @@
+/*
+ * moe.c — the Mixture-of-Experts SwiGLU FFN of docs/model.md ("MoE FFN"): softmax router, top-k
+ * (ties to the lower expert index, listed in descending probability), weights renormalised over the
+ * top-k, token-major capacity admission, routed and shared SwiGLU experts, and the statistics and
+ * gradient of the Switch-style load-balance loss. Forward and hand-written backward, fp32 on the CPU.
+ *
+ * How the work is laid out: the routing "plan" (which expert each assignment goes to, and which row
+ * of that expert's packed buffer it occupies, or dropped) is a pure function of the router
+ * probabilities, so the forward saves only the probabilities and the backward rebuilds the same plan.
+ * Each expert's tokens are gathered into one contiguous block (expert 0's rows, then expert 1's, ...;
+ * inside an expert in token order) and its three matmuls run as cblas_sgemm calls; each shared expert
+ * is one GEMM over all tokens. Results are combined per token in a fixed order (shared experts, then
+ * the k choices in descending probability), so nothing depends on the number of threads.
+ *
+ * Not here: expert parallelism (parallel/), the block's RMSNorm and residual, the all-reduce of the
+ * load-balance statistics (the caller sums MoeStats over ranks and hands the global figures back).
+ *
+ * Letters: N tokens of this call, D model width, E routed experts, S shared experts, k experts per
+ * token, Fe expert hidden width, n_e rows packed for expert e, R = Σ_e n_e kept assignments (≤ N·k).
+ */
+#include "moe.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+
+/* ---- layout of the saved activations --------------------------------------------------------- */
+
+/* Offsets (in floats) into acts. Sized for the worst case: every one of the N·k assignments kept.
+ *   probs [N, E]      router softmax p (the routing plan is rebuilt from it in the backward)
+ *   h1    [N·k, Fe]   packed by expert: X_e·w1[e]ᵀ for the rows of expert e (R rows used)
+ *   h3    [N·k, Fe]   packed likewise: X_e·w3[e]ᵀ
+ *   y     [N·k, D]    packed likewise: Expert_e(X_e), before the routing weight
+ *   sh1   [S, N, Fe]  f·shared_w1[s]ᵀ
+ *   sh3   [S, N, Fe]  f·shared_w3[s]ᵀ
+ * total = N·E + N·k·(2·Fe + D) + 2·S·N·Fe floats. */
+typedef struct {
+    size_t probs, h1, h3, y, sh1, sh3, total;
+} MoeActsLayout;
+
+static MoeActsLayout acts_layout_(const MoeDims* d) {
+    size_t N = (size_t)d->N, Nk = N * (size_t)d->k, Fe = (size_t)d->Fe;
+    MoeActsLayout l;
+    l.probs = 0;
+    l.h1 = l.probs + N * (size_t)d->E;
+    l.h3 = l.h1 + Nk * Fe;
+    l.y = l.h3 + Nk * Fe;
+    l.sh1 = l.y + Nk * (size_t)d->D;
+    l.sh3 = l.sh1 + (size_t)d->S * N * Fe;
+    l.total = l.sh3 + (size_t)d->S * N * Fe;
+    return l;
+}
+
+size_t moe_acts_floats(const MoeDims* d) { return acts_layout_(d).total; }
+
+/* ---- routing plan ---------------------------------------------------------------------------- */
+
+/* Where each of the N·k assignments goes. Built from the probabilities alone, so the forward and
+ * the backward agree exactly. */
+typedef struct {
+    int* top;       // [N, k] expert of choice j of token n, in descending probability
+    long* row;      // [N, k] row in the packed expert buffers, −1 when dropped by capacity
+    int* row_tok;   // [R] token of each packed row
+    long* off;      // [E+1] first packed row of each expert; off[E] = R
+    long R;         // kept assignments
+    long dropped;   // assignments dropped by capacity
+} MoePlan;
+
+/* Indices of the k largest of p [E] into top [k], descending; ties go to the lower index. */
+static void topk_(const float* p, int E, int k, int* top) {
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < E; i++) {
+            int taken = 0;
+            for (int m = 0; m < j; m++) taken |= (top[m] == i);
+            if (!taken && (best < 0 || p[i] > p[best])) best = i;   // strict >: lower index wins
+        }
+        top[j] = best;
+    }
+}
+
+/* Capacity per expert: ceil(cf·N·k/E), or "no limit" (N·k) when cf = 0. */
+static long capacity_(const MoeDims* d) {
+    long Nk = (long)d->N * d->k;
+    if (d->capacity_factor <= 0) return Nk;
+    return (long)ceil(d->capacity_factor * (double)d->N * d->k / d->E);
+}
+
+/* Top-k of every token, then token-major admission against the capacity, then packing. */
+static void plan_build_(const MoeDims* d, const float* probs, MoePlan* pl) {
+    int N = d->N, E = d->E, k = d->k;
+    size_t Nk = (size_t)N * k;
+    pl->top = mallocCheck(Nk * sizeof(int));
+    pl->row = mallocCheck(Nk * sizeof(long));
+    pl->row_tok = mallocCheck(Nk * sizeof(int));
+    pl->off = callocCheck((size_t)E + 1, sizeof(long));
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) topk_(probs + (size_t)n * E, E, k, pl->top + (size_t)n * k);
+    // admission, token-major: the slot inside the expert is the number admitted before it
+    long C = capacity_(d), *fill = pl->off + 1;   // fill[e] counts admitted rows of expert e
+    pl->dropped = 0;
+    for (size_t a = 0; a < Nk; a++) {
+        int e = pl->top[a];
+        if (fill[e] < C) {
+            pl->row[a] = fill[e]++;
+        } else {
+            pl->row[a] = -1;
+            pl->dropped++;
+        }
+    }
+    // fill → offsets (prefix sum), then slots → packed rows
+    for (int e = 0; e < E; e++) pl->off[e + 1] += pl->off[e];
+    pl->R = pl->off[E];
+    for (size_t a = 0; a < Nk; a++) {
+        if (pl->row[a] < 0) continue;
+        pl->row[a] += pl->off[pl->top[a]];
+        pl->row_tok[pl->row[a]] = (int)(a / (size_t)k);
+    }
+}
+
+static void plan_free_(MoePlan* pl) {
+    free(pl->top);
+    free(pl->row);
+    free(pl->row_tok);
+    free(pl->off);
+}
+
+/* Σ_{j<k} p[top_j]: the normaliser of token n's routing weights (dropped choices included). */
+static float topk_mass_(const float* p, const int* top, int k) {
+    float s = 0.0f;
+    for (int j = 0; j < k; j++) s += p[top[j]];
+    return s;
+}
+
+/* ---- small kernels --------------------------------------------------------------------------- */
+
+static float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* probs [N,E] = softmax over E of f [N,D] · routerᵀ [D,E]. */
+static void router_softmax_(const MoeDims* d, const float* router, const float* f, float* probs) {
+    int N = d->N, E = d->E;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, E, d->D, 1.0f, f, d->D, router, d->D,
+                0.0f, probs, E);
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float* p = probs + (size_t)n * E;
+        float mx = p[0], s = 0.0f;
+        for (int i = 1; i < E; i++) mx = fmaxf(mx, p[i]);
+        for (int i = 0; i < E; i++) s += (p[i] = expf(p[i] - mx));
+        for (int i = 0; i < E; i++) p[i] /= s;
+    }
+}
+
+/* X [R,D]: row r is f[row_tok[r]] (the tokens of each expert, contiguous). */
+static void gather_(const float* f, const int* row_tok, long R, int D, float* X) {
+    #pragma omp parallel for schedule(static)
+    for (long r = 0; r < R; r++) memcpy(X + (size_t)r * D, f + (size_t)row_tok[r] * D, (size_t)D * sizeof(float));
+}
+
+/* g [n,Fe] = SiLU(h1) ⊙ h3. */
+static void swiglu_act_(const float* h1, const float* h3, size_t n, float* g) {
+    #pragma omp parallel for schedule(static) if (n > 16384)
+    for (size_t i = 0; i < n; i++) g[i] = h1[i] * sigmoid_(h1[i]) * h3[i];
+}
+
+/* One SwiGLU expert over n rows: h1 = X·w1ᵀ, h3 = X·w3ᵀ [n,Fe] (saved), y = (SiLU(h1)⊙h3)·w2ᵀ
+ * [n,D], written with beta (0 = overwrite, 1 = accumulate). g [n,Fe] is scratch. */
+static void expert_forward_(int n, int D, int Fe, const float* X, const float* w1, const float* w3,
+                            const float* w2, float* h1, float* h3, float* g, float beta, float* y) {
+    if (n == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, Fe, D, 1.0f, X, D, w1, D, 0.0f, h1, Fe);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, Fe, D, 1.0f, X, D, w3, D, 0.0f, h3, Fe);
+    swiglu_act_(h1, h3, (size_t)n * Fe, g);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, D, Fe, 1.0f, g, Fe, w2, Fe, beta, y, D);
+}
+
+/* ---- forward --------------------------------------------------------------------------------- */
+
+/* psum [E] = Σ_n p[n,:] in double, counts [E] = assignments per expert before drops. Serial. */
+static void stats_fill_(const MoeDims* d, const float* probs, const MoePlan* pl, MoeStats* st) {
+    if (!st) return;
+    memset(st->counts, 0, (size_t)d->E * sizeof(double));
+    memset(st->psum, 0, (size_t)d->E * sizeof(double));
+    for (int n = 0; n < d->N; n++)
+        for (int i = 0; i < d->E; i++) st->psum[i] += probs[(size_t)n * d->E + i];
+    for (size_t a = 0; a < (size_t)d->N * d->k; a++) st->counts[pl->top[a]] += 1.0;
+    st->dropped = pl->dropped;
+}
+
+/* out [N,D] = Σ_s Shared_s(f); the shared pre-activations go to acts. */
+static void shared_forward_(const MoeDims* d, const MoeWeights* w, const float* f, float* a_sh1,
+                            float* a_sh3, float* out) {
+    size_t N = (size_t)d->N, D = (size_t)d->D, Fe = (size_t)d->Fe;
+    if (d->S == 0) {
+        memset(out, 0, N * D * sizeof(float));
+        return;
+    }
+    float* g = mallocCheck(N * Fe * sizeof(float));
+    for (int s = 0; s < d->S; s++) {
+        size_t ow = (size_t)s * Fe * D;
+        expert_forward_(d->N, d->D, d->Fe, f, w->shared_w1 + ow, w->shared_w3 + ow, w->shared_w2 + ow,
+                        a_sh1 + s * N * Fe, a_sh3 + s * N * Fe, g, s == 0 ? 0.0f : 1.0f, out);
+    }
+    free(g);
+}
+
+/* out[n] += Σ_j (p_j/Σ_top p)·y[row_j] over token n's kept choices, j in descending probability. */
+static void combine_(const MoeDims* d, const float* probs, const MoePlan* pl, const float* y, float* out) {
+    int D = d->D, E = d->E, k = d->k;
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < d->N; n++) {
+        const float* p = probs + (size_t)n * E;
+        const int* top = pl->top + (size_t)n * k;
+        float mass = topk_mass_(p, top, k), *o = out + (size_t)n * D;
+        for (int j = 0; j < k; j++) {
+            long r = pl->row[(size_t)n * k + j];
+            if (r < 0) continue;   // dropped: contributes 0, the other weights stay as they are
+            float wj = p[top[j]] / mass;
+            const float* yr = y + (size_t)r * D;
+            for (int c = 0; c < D; c++) o[c] += wj * yr[c];
+        }
+    }
+}
+
+void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* out, float* acts,
+                 MoeStats* stats) {
+    MoeActsLayout L = acts_layout_(d);
+    size_t D = (size_t)d->D, Fe = (size_t)d->Fe;
+    float* probs = acts + L.probs;
+    // 1. router: [N,D] -> p [N,E]
+    router_softmax_(d, w->router, f, probs);
+    // 2. plan: top-k, admission, packed rows; statistics of this call
+    MoePlan pl;
+    plan_build_(d, probs, &pl);
+    stats_fill_(d, probs, &pl, stats);
+    // 3. shared experts: [N,D] -> out [N,D]
+    shared_forward_(d, w, f, acts + L.sh1, acts + L.sh3, out);
+    // 4. routed experts, each over its packed rows: X_e [n_e,D] -> y_e [n_e,D]
+    float* X = mallocCheck((size_t)pl.R * D * sizeof(float));
+    float* g = mallocCheck((size_t)pl.R * Fe * sizeof(float));
+    gather_(f, pl.row_tok, pl.R, d->D, X);
+    for (int e = 0; e < d->E; e++) {
+        size_t r0 = (size_t)pl.off[e], ow = (size_t)e * Fe * D;
+        expert_forward_((int)(pl.off[e + 1] - pl.off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow,
+                        w->w3 + ow, w->w2 + ow, acts + L.h1 + r0 * Fe, acts + L.h3 + r0 * Fe,
+                        g + r0 * Fe, 0.0f, acts + L.y + r0 * D);
+    }
+    // 5. combine: out[n] += Σ_j w_j·y[row_j]
+    combine_(d, probs, &pl, acts + L.y, out);
+    free(X);
+    free(g);
+    plan_free_(&pl);
+}
+
+double moe_aux_loss(const MoeDims* d, const double* counts, const double* psum, double n_tok) {
+    double s = 0.0;
+    for (int i = 0; i < d->E; i++) s += (counts[i] / (n_tok * d->k)) * (psum[i] / n_tok);
+    return d->E * s;
+}
+
+/* ---- backward -------------------------------------------------------------------------------- */
+
+/* Backward of one SwiGLU expert over n rows (X [n,D], h1/h3 [n,Fe] as saved, dy [n,D]):
+ * weight gradients accumulated into dw1/dw3 [Fe,D] and dw2 [D,Fe]; dX [n,D] written with beta.
+ * Scratch: g, dh1, dh3 [n,Fe]. */
+static void expert_backward_(int n, int D, int Fe, const float* X, const float* w1, const float* w3,
+                             const float* w2, const float* h1, const float* h3, const float* dy,
+                             float* dw1, float* dw3, float* dw2, float beta, float* dX, float* g,
+                             float* dh1, float* dh3) {
+    if (n == 0) return;
+    size_t nf = (size_t)n * Fe;
+    // in the forward y = g·w2ᵀ with g = SiLU(h1)⊙h3, so dw2 += dyᵀ·g and dg = dy·w2 (into dh1)
+    swiglu_act_(h1, h3, nf, g);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, Fe, n, 1.0f, dy, D, g, Fe, 1.0f, dw2, Fe);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, Fe, D, 1.0f, dy, D, w2, Fe, 0.0f, dh1, Fe);
+    // g = SiLU(h1)·h3: dh3 = dg·SiLU(h1), dh1 = dg·h3·SiLU'(h1), SiLU'(x) = σ(x)(1 + x(1 − σ(x)))
+    #pragma omp parallel for schedule(static) if (nf > 16384)
+    for (size_t i = 0; i < nf; i++) {
+        float sg = sigmoid_(h1[i]), dg = dh1[i];
+        dh3[i] = dg * h1[i] * sg;
+        dh1[i] = dg * h3[i] * sg * (1.0f + h1[i] * (1.0f - sg));
+    }
+    // h1 = X·w1ᵀ and h3 = X·w3ᵀ: dw1 += dh1ᵀ·X, dw3 += dh3ᵀ·X, dX = dh1·w1 + dh3·w3
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Fe, D, n, 1.0f, dh1, Fe, X, D, 1.0f, dw1, D);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Fe, D, n, 1.0f, dh3, Fe, X, D, 1.0f, dw3, D);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, Fe, 1.0f, dh1, Fe, w1, D, beta, dX, D);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, Fe, 1.0f, dh3, Fe, w3, D, 1.0f, dX, D);
+}
+
+/* The shared experts saw every token with weight 1: dout flows into each unchanged, df += dX. */
+static void shared_backward_(const MoeDims* d, const MoeWeights* w, const float* f, const float* a_sh1,
+                             const float* a_sh3, const float* dout, float* df, MoeWeights* g) {
+    size_t N = (size_t)d->N, D = (size_t)d->D, Fe = (size_t)d->Fe;
+    if (d->S == 0) return;
+    float* scr = mallocCheck(3 * N * Fe * sizeof(float));
+    for (int s = 0; s < d->S; s++) {
+        size_t ow = (size_t)s * Fe * D;
+        expert_backward_(d->N, d->D, d->Fe, f, w->shared_w1 + ow, w->shared_w3 + ow, w->shared_w2 + ow,
+                         a_sh1 + s * N * Fe, a_sh3 + s * N * Fe, dout, g->shared_w1 + ow,
+                         g->shared_w3 + ow, g->shared_w2 + ow, 1.0f, df, scr, scr + N * Fe,
+                         scr + 2 * N * Fe);
+    }
+    free(scr);
+}
+
+/* The aux loss's gradient per token and expert, a constant (counts are not differentiated):
+ * aux = E·Σ_i (counts_i/(n_tok·k))·(Σ_n p_ni/n_tok), so d aux_coef·aux / dp_ni = c_i below. */
+static void aux_grad_(const MoeDims* d, double aux_coef, const double* counts, double n_tok, double* c) {
+    for (int i = 0; i < d->E; i++)
+        c[i] = (aux_coef != 0.0 && counts) ? aux_coef * d->E * (counts[i] / (n_tok * d->k)) / n_tok : 0.0;
+}
+
+/* Per token: the gradient reaching the router logits dl [N,E], and dy [R,D] for the packed experts.
+ * In the forward out_n = Σ_{kept j} (p_j/m)·y_j with m = Σ_{all k chosen} p, and p = softmax(l). */
+static void routing_backward_(const MoeDims* d, const float* probs, const MoePlan* pl, const float* y,
+                              const float* dout, const double* c_aux, float* dy, float* dl) {
+    int D = d->D, E = d->E, k = d->k;
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < d->N; n++) {
+        const float* p = probs + (size_t)n * E;
+        const float* go = dout + (size_t)n * D;
+        const int* top = pl->top + (size_t)n * k;
+        const long* row = pl->row + (size_t)n * k;
+        double m = topk_mass_(p, top, k), dp[E], a[k], abar = 0.0, pdp = 0.0;
+        // the weight w_j = p_j/m scaled y_j: dy_j = w_j·dout_n, and dL/dw_j = a_j = dout_n·y_j
+        for (int j = 0; j < k; j++) {
+            a[j] = 0.0;   // a dropped choice contributed nothing, so its a_j is 0
+            if (row[j] < 0) continue;
+            float wj = (float)(p[top[j]] / m);
+            const float* yr = y + (size_t)row[j] * D;
+            float* dyr = dy + (size_t)row[j] * D;
+            for (int c = 0; c < D; c++) {
+                a[j] += (double)go[c] * yr[c];
+                dyr[c] = wj * go[c];
+            }
+            abar += a[j] * (p[top[j]] / m);
+        }
+        // w_j = p_j/m with m summing all k chosen p: dL/dp_l = (a_l − Σ_j a_j·w_j)/m for every chosen
+        // l (kept or dropped); plus the aux term, which reaches every p_i
+        for (int i = 0; i < E; i++) dp[i] = c_aux[i];
+        for (int j = 0; j < k; j++) dp[top[j]] += (a[j] - abar) / m;
+        // p = softmax(l): dl_i = p_i·(dp_i − Σ_l p_l·dp_l)
+        for (int i = 0; i < E; i++) pdp += p[i] * dp[i];
+        for (int i = 0; i < E; i++) dl[(size_t)n * E + i] = (float)(p[i] * (dp[i] - pdp));
+    }
+}
+
+/* df[n] += Σ_j dX[row_j] over token n's kept choices, in a fixed order (no racing adds). */
+static void scatter_add_(const MoeDims* d, const MoePlan* pl, const float* dX, float* df) {
+    int D = d->D, k = d->k;
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < d->N; n++) {
+        float* o = df + (size_t)n * D;
+        for (int j = 0; j < k; j++) {
+            long r = pl->row[(size_t)n * k + j];
+            if (r < 0) continue;
+            const float* x = dX + (size_t)r * D;
+            for (int c = 0; c < D; c++) o[c] += x[c];
+        }
+    }
+}
+
+/* The routed experts: each over its packed rows, then dX scattered back to df. */
+static void routed_backward_(const MoeDims* d, const MoeWeights* w, const float* f, const float* a_h1,
+                             const float* a_h3, const MoePlan* pl, const float* dy, float* df,
+                             MoeWeights* g) {
+    size_t D = (size_t)d->D, Fe = (size_t)d->Fe, R = (size_t)pl->R;
+    float* X = mallocCheck(R * D * sizeof(float));
+    float* dX = mallocCheck(R * D * sizeof(float));
+    float* scr = mallocCheck(3 * R * Fe * sizeof(float));
+    // in the forward X_e was gathered from f: gather it again
+    gather_(f, pl->row_tok, pl->R, d->D, X);
+    for (int e = 0; e < d->E; e++) {
+        size_t r0 = (size_t)pl->off[e], ow = (size_t)e * Fe * D;
+        expert_backward_((int)(pl->off[e + 1] - pl->off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow,
+                         w->w3 + ow, w->w2 + ow, a_h1 + r0 * Fe, a_h3 + r0 * Fe, dy + r0 * D,
+                         g->w1 + ow, g->w3 + ow, g->w2 + ow, 0.0f, dX + r0 * D, scr + r0 * Fe,
+                         scr + (R + r0) * Fe, scr + (2 * R + r0) * Fe);
+    }
+    scatter_add_(d, pl, dX, df);
+    free(X);
+    free(dX);
+    free(scr);
+}
+
+void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const float* acts,
+                  const float* dout, double aux_coef, const double* counts_glob, double n_tok_glob,
+                  float* df, MoeWeights* g) {
+    MoeActsLayout L = acts_layout_(d);
+    size_t N = (size_t)d->N, D = (size_t)d->D, E = (size_t)d->E;
+    const float* probs = acts + L.probs;
+    // the forward's plan, rebuilt from the saved probabilities (same p, same plan)
+    MoePlan pl;
+    plan_build_(d, probs, &pl);
+    // steps 5 and 3 in reverse: out was Σ_s Shared_s(f) + Σ_j w_j·y_j, so the shared experts get
+    // dout unchanged and each y_j gets w_j·dout
+    shared_backward_(d, w, f, acts + L.sh1, acts + L.sh3, dout, df, g);
+    // the weights w_j = p_j/Σ_top p and the aux term lead back to the router logits: dl [N,E]
+    double* c_aux = mallocCheck(E * sizeof(double));
+    aux_grad_(d, aux_coef, counts_glob, n_tok_glob, c_aux);
+    float* dy = mallocCheck((size_t)pl.R * D * sizeof(float));
+    float* dl = mallocCheck(N * E * sizeof(float));
+    routing_backward_(d, probs, &pl, acts + L.y, dout, c_aux, dy, dl);
+    // step 4 in reverse: y_e = Expert_e(X_e) over the gathered rows, so dX_e is scattered back
+    routed_backward_(d, w, f, acts + L.h1, acts + L.h3, &pl, dy, df, g);
+    // step 1 in reverse: the logits were f·routerᵀ, so drouter += dlᵀ·f [E,D], df += dl·router [N,D]
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d->E, d->D, d->N, 1.0f, dl, d->E, f, d->D,
+                1.0f, g->router, d->D);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->N, d->D, d->E, 1.0f, dl, d->E, w->router,
+                d->D, 1.0f, df, d->D);
+    free(c_aux);
+    free(dy);
+    free(dl);
+    plan_free_(&pl);
+}
