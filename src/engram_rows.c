@@ -1,0 +1,141 @@
+/*
+ * engram_rows.c — dedup of the rows a step touches, gather/expand and gradient reduction, and the
+ * local Engram tables (engram_rows.h).
+ */
+#include "engram_rows.h"
+
+#include <string.h>
+
+#include "common.h"
+#include "rng.h"
+#include "shard.h"
+
+static int cmp_i64_(const void* a, const void* b) {
+    int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
+    return (x > y) - (x < y);
+}
+
+/* index of key in sorted keys[0..n) (present by construction) */
+static int64_t find_(const int64_t* keys, int64_t n, int64_t key) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (keys[mid] < key) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+void rowset_build(RowSet* rs, const NgramHash* nh, const int64_t* ids, int B, int T) {
+    memset(rs, 0, sizeof *rs);
+    rs->n_layers = nh->n_layers;
+    rs->h_total = nh->h_total;
+    rs->n_pos = (long)B * T * nh->h_total;
+    size_t total = (size_t)rs->n_layers * rs->n_pos;
+    rs->ids = mallocCheck(total * sizeof(int64_t));
+    rs->inverse = mallocCheck(total * sizeof(int64_t));
+    int64_t* sorted = mallocCheck(total * sizeof(int64_t));
+    for (int l = 0; l < nh->n_layers; l++) {
+        int64_t* out = rs->ids + (size_t)l * rs->n_pos;
+        ngram_hash_ids(nh, l, ids, B, T, 1, out);
+        for (long p = 0; p < rs->n_pos; p++) sorted[(size_t)l * rs->n_pos + p] = ROWKEY(l, out[p]);
+    }
+    qsort(sorted, total, sizeof(int64_t), cmp_i64_);
+    int64_t u = 0;
+    for (size_t i = 0; i < total; i++)
+        if (i == 0 || sorted[i] != sorted[u - 1]) sorted[u++] = sorted[i];
+    rs->n_unique = u;
+    rs->keys = reallocCheck(sorted, (size_t)(u ? u : 1) * sizeof(int64_t));
+    for (int l = 0; l < rs->n_layers; l++)
+        for (long p = 0; p < rs->n_pos; p++) {
+            size_t i = (size_t)l * rs->n_pos + p;
+            rs->inverse[i] = find_(rs->keys, u, ROWKEY(l, rs->ids[i]));
+        }
+}
+
+void rowset_free(RowSet* rs) {
+    free(rs->ids);
+    free(rs->keys);
+    free(rs->inverse);
+    memset(rs, 0, sizeof *rs);
+}
+
+void rowset_expand(const RowSet* rs, const float* unique_rows, int Dh, float* out) {
+    size_t total = (size_t)rs->n_layers * rs->n_pos;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < total; i++)
+        memcpy(out + i * Dh, unique_rows + (size_t)rs->inverse[i] * Dh, (size_t)Dh * sizeof(float));
+}
+
+void rowset_reduce(const RowSet* rs, const float* de, int Dh, float* unique_grads) {
+    memset(unique_grads, 0, (size_t)rs->n_unique * Dh * sizeof(float));
+    size_t total = (size_t)rs->n_layers * rs->n_pos;
+    for (size_t i = 0; i < total; i++) {   // position order: deterministic sums
+        float* g = unique_grads + (size_t)rs->inverse[i] * Dh;
+        const float* d = de + i * Dh;
+        for (int j = 0; j < Dh; j++) g[j] += d[j];
+    }
+}
+
+void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int rank, int P) {
+    memset(t, 0, sizeof *t);
+    t->n_layers = n_layers;
+    t->Dh = Dh;
+    t->rows = mallocCheck((size_t)n_layers * sizeof(int64_t));
+    t->first = mallocCheck((size_t)n_layers * sizeof(int64_t));
+    t->local = mallocCheck((size_t)n_layers * sizeof(int64_t));
+    t->table = callocCheck(n_layers, sizeof(float*));
+    t->m = callocCheck(n_layers, sizeof(float*));
+    t->v = callocCheck(n_layers, sizeof(float*));
+    t->updates = callocCheck(n_layers, sizeof(int64_t*));
+    for (int l = 0; l < n_layers; l++) {
+        t->rows[l] = rows[l];
+        shard_row_range(rows[l], P, rank, &t->first[l], &t->local[l]);
+        size_t n = (size_t)t->local[l] * Dh;
+        t->table[l] = callocCheck(n, sizeof(float));
+        t->m[l] = callocCheck(n, sizeof(float));
+        t->v[l] = callocCheck(n, sizeof(float));
+        t->updates[l] = callocCheck((size_t)t->local[l], sizeof(int64_t));
+    }
+}
+
+void tables_fill_normal(EngramTables* t, uint64_t seed, double std) {
+    for (int l = 0; l < t->n_layers; l++) {
+        uint64_t stream = rng_stream("engram.table") + (uint64_t)l;
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < t->local[l]; r++)
+            for (int j = 0; j < t->Dh; j++) {
+                uint64_t idx = (uint64_t)(t->first[l] + r) * (uint64_t)t->Dh + (uint64_t)j;
+                t->table[l][r * t->Dh + j] = (float)(std * rng_normal(seed, stream, idx));
+            }
+    }
+}
+
+void tables_free(EngramTables* t) {
+    for (int l = 0; l < t->n_layers; l++) {
+        free(t->table[l]);
+        free(t->m[l]);
+        free(t->v[l]);
+        free(t->updates[l]);
+    }
+    free(t->table);
+    free(t->m);
+    free(t->v);
+    free(t->updates);
+    free(t->rows);
+    free(t->first);
+    free(t->local);
+    memset(t, 0, sizeof *t);
+}
+
+void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        int l = ROWKEY_LAYER(keys[i]);
+        int64_t r = ROWKEY_ROW(keys[i]) - t->first[l];
+        if (r < 0 || r >= t->local[l])
+            engram_die("this is a bug: a row was gathered from a rank that does not own it",
+                       "row %lld of layer %d is not held here", (long long)ROWKEY_ROW(keys[i]), l);
+        memcpy(out + i * t->Dh, t->table[l] + r * t->Dh, (size_t)t->Dh * sizeof(float));
+    }
+}

@@ -1,0 +1,61 @@
+/*
+ * engram_rows.h — the Engram table rows one step touches: the hash ids of every Engram layer for
+ * the local batch, deduplicated into sorted unique (layer, row) keys with an inverse index, and
+ * the local tables with their Adam moments. Gather (forward) and gradient accumulation (backward)
+ * go through the unique keys, so a row asked for by many tokens is fetched and updated once.
+ *
+ * Single-process here; parallel/engram_exchange moves the unique keys' rows between owners.
+ * Not here: MPI, the model's math.
+ */
+#ifndef ENGRAM_ENGRAM_ROWS_H
+#define ENGRAM_ENGRAM_ROWS_H
+
+#include <stdint.h>
+
+#include "ngram_hash.h"
+
+/* key = layer << 48 | row: layers < 2^15, rows < 2^48 */
+#define ROWKEY(layer, row) (((int64_t)(layer) << 48) | (int64_t)(row))
+#define ROWKEY_LAYER(k) ((int)((k) >> 48))
+#define ROWKEY_ROW(k) ((k) & ((INT64_C(1) << 48) - 1))
+
+typedef struct {
+    int n_layers, h_total;
+    long n_pos;            // B·T·H_total lookups per layer
+    int64_t* ids;          // [n_layers, B, T, H_total] global rows of each layer's table
+    int64_t n_unique;
+    int64_t* keys;         // [n_unique] sorted unique ROWKEYs
+    int64_t* inverse;      // [n_layers, B·T·H_total] index into keys
+} RowSet;
+
+/* Hash ids (compressed [B,T]) for every Engram layer and dedup them. */
+void rowset_build(RowSet* rs, const NgramHash* nh, const int64_t* ids, int B, int T);
+void rowset_free(RowSet* rs);
+
+/* Local tables of every Engram layer: rows [first, first+local) of each, with Adam moments and
+ * per-row update counts. On one rank first = 0 and local = rows. */
+typedef struct {
+    int n_layers, Dh;
+    int64_t* rows;         // [n_layers] global rows of each table
+    int64_t* first;        // [n_layers] first row held here
+    int64_t* local;        // [n_layers] rows held here
+    float** table;         // [n_layers] → [local, Dh]
+    float** m;             // [n_layers] → [local, Dh]
+    float** v;             // [n_layers] → [local, Dh]
+    int64_t** updates;     // [n_layers] → [local] times each row was updated
+} EngramTables;
+
+void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int rank, int P);
+/* N(0, std) rows, each drawn from (seed, layer, global row) so any P gives the same table. */
+void tables_fill_normal(EngramTables* t, uint64_t seed, double std);
+void tables_free(EngramTables* t);
+
+/* unique rows [n_unique, Dh] → e per layer [B·T, H_total·Dh] (e[l] = out + l·n_pos·Dh). */
+void rowset_expand(const RowSet* rs, const float* unique_rows, int Dh, float* out);
+/* de per layer [B·T, H_total·Dh] → unique-row gradients [n_unique, Dh] (overwritten), summed in
+ * position order so the result is deterministic. */
+void rowset_reduce(const RowSet* rs, const float* de, int Dh, float* unique_grads);
+/* Single rank: copy the unique keys' rows out of the local tables. */
+void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out);
+
+#endif

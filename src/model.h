@@ -1,0 +1,69 @@
+/*
+ * model.h — the model of ARCHITECTURE.md §3 / docs/model.md on the CPU in fp32: parameters in flat
+ * buffers laid out by the tensor table, activations planned once for a local batch [B,T], and the
+ * forward and backward passes over the blocks (Engram → attention → FFN/MoE).
+ *
+ * The model never touches Engram tables or other ranks: the caller gathers the rows each Engram
+ * layer needs (e) before the forward and takes their gradients (de) after the backward, and sums
+ * MoE statistics over ranks between the two. See train.c for the single-rank step.
+ */
+#ifndef ENGRAM_MODEL_H
+#define ENGRAM_MODEL_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "ngram_hash.h"
+#include "tensors.h"
+
+typedef struct {
+    float* h_in;          // [B,T,G,D] stream entering the Engram layer (Engram blocks only)
+    float* eng_acts;      // [engram_acts_floats]
+    float* eng_out;       // [B,T,G,D]
+    float *xa, *ra, *a;   // attention input: mean_G h [BT,D], rstd [BT], normed [BT,D]
+    float* qkv;           // [BT,3D], q and k rotated
+    float* att;           // [B,nh,T,T]
+    float* o;             // [BT,D] heads concatenated, before wo
+    float *xf, *rf, *f;   // FFN input: mean_G h, rstd, normed
+    float *h1, *h3, *g;   // dense FFN [BT,F]
+    float* moe_acts;      // [moe_acts_floats]
+    double *moe_counts, *moe_psum;   // [E]: this rank's, or global once the caller summed them
+    long moe_dropped;
+} BlockActs;
+
+typedef struct {
+    const Config* cfg;
+    int B, T, D, G, V, L, nh, F, Ein;
+    TensorTable tt;
+    float *params, *grads, *m, *v;    // dense flat buffers [tt.dense_numel]
+    ModelPtrs P, dP;                  // named pointers into params and grads
+    NgramHash hash;                   // Engram hashing (n_layers = 0 without Engram)
+    EngramDims edims;
+    MoeDims mdims;
+    // activations [B,T] planned once
+    float* h;                          // [B,T,G,D] residual stream
+    BlockActs* acts;                   // [L]
+    float *xn, *rn, *xfin;             // final norm: mean_G h, rstd, normed [BT,D]
+    float* probs;                      // [BT,V] logits → probabilities → dlogits
+    const int32_t *x, *y;              // tokens and targets of the last forward
+    float* const* e;                   // [n_engram] gathered rows of the last forward
+    // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,T,G,D]
+    float *dh, *s_d1, *s_d2, *s_d3, *s_f1, *s_f2, *s_f3, *dqkv, *s_eng;
+} Model;
+
+/* B = this rank's sequences per step; builds the tensor table, hashing and buffers. */
+void model_init(Model* m, const Config* c, int B);
+void model_free(Model* m);
+/* Initialise parameters (ARCHITECTURE.md §3.1 Init); Engram tables are the caller's. */
+void model_init_params(Model* m, uint64_t seed);
+
+/* x, y [B,T]; e[i] [B,T,Ein] rows of Engram layer i (engram.layers order). Returns Σ of the
+ * local tokens' cross-entropy; MoE statistics land in acts[l].moe_counts/psum. */
+double model_forward(Model* m, const int32_t* x, const int32_t* y, float* const* e);
+/* Load-balance loss from the MoE statistics (summed over ranks by then) over n_tok_glob tokens,
+ * already multiplied by moe.aux_loss_coef. */
+double model_aux_loss(const Model* m, double n_tok_glob);
+/* Gradients of loss = CE_sum/n_tok_glob + aux into m->grads (overwritten) and de[i] [B,T,Ein]. */
+void model_backward(Model* m, double n_tok_glob, float* const* de);
+
+#endif

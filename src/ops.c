@@ -1,0 +1,213 @@
+/*
+ * ops.c — dense ops of the model, forward and backward (ops.h). GEMMs go to cblas; the rest are
+ * plain loops parallelised over rows with OpenMP, each thread writing only its own rows.
+ */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+
+/* ---- linear ---------------------------------------------------------------------------------- */
+
+void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout) {
+    // out[N,Dout] = in[N,Din] · W[Dout,Din]ᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Dout, Din, 1.0f, in, Din, W, Din, 0.0f, out, Dout);
+    if (!bias) return;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < Dout; o++) out[(size_t)n * Dout + o] += bias[o];
+}
+
+void linear_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
+                     int N, int Din, int Dout) {
+    // in the forward out = in·Wᵀ, so din += dout·W [N,Dout]×[Dout,Din] and dW += doutᵀ·in [Dout,N]×[N,Din]
+    if (din) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Din, Dout, 1.0f, dout, Dout, W, Din, 1.0f, din, Din);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, Din, N, 1.0f, dout, Dout, in, Din, 1.0f, dW, Din);
+    if (!dbias) return;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < Dout; o++) dbias[o] += dout[(size_t)n * Dout + o];
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------- */
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float* xn = x + (size_t)n * D;
+        float ss = 0.0f;
+        for (int d = 0; d < D; d++) ss += xn[d] * xn[d];
+        float r = 1.0f / sqrtf(ss / (float)D + eps);
+        rstd[n] = r;
+        for (int d = 0; d < D; d++) out[(size_t)n * D + d] = xn[d] * r * w[d];
+    }
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int N, int D) {
+    // forward: y = x·r·w with r = (mean(x²)+eps)^(-1/2); dr/dx = −r³·x/D, so
+    // dx = r·(w⊙dy) − (r³/D)·x·Σ_d(w⊙dy⊙x), and dw = Σ_n dy⊙x·r
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * D, *dy = dout + (size_t)n * D;
+        float r = rstd[n], dot = 0.0f;
+        for (int d = 0; d < D; d++) dot += w[d] * dy[d] * xn[d];
+        float c = r * r * r * dot / (float)D;
+        for (int d = 0; d < D; d++) dx[(size_t)n * D + d] += r * w[d] * dy[d] - c * xn[d];
+    }
+    for (int n = 0; n < N; n++)   // fixed order over tokens: deterministic
+        for (int d = 0; d < D; d++) dw[d] += dout[(size_t)n * D + d] * x[(size_t)n * D + d] * rstd[n];
+}
+
+/* ---- RoPE ---------------------------------------------------------------------------------- */
+
+void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse) {
+    const int hd = D / nh, half = hd / 2;
+    const float sgn = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < B * T; bt++) {
+        int t = bt % T;
+        for (int part = 0; part < 2; part++)          // q, then k
+            for (int h = 0; h < nh; h++) {
+                float* x = qkv + (size_t)bt * 3 * D + (size_t)part * D + (size_t)h * hd;
+                for (int i = 0; i < half; i++) {
+                    double theta = pow((double)base, -2.0 * i / hd) * t;
+                    float c = (float)cos(theta), s = sgn * (float)sin(theta);
+                    float a = x[i], b = x[i + half];
+                    x[i] = a * c - b * s;
+                    x[i + half] = b * c + a * s;
+                }
+            }
+    }
+}
+
+/* ---- attention ----------------------------------------------------------------------------- */
+
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh) {
+    const int hd = D / nh, C3 = 3 * D;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const float* base = qkv + (size_t)b * T * C3;
+            float* P = att + ((size_t)b * nh + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                const float* q = base + (size_t)t * C3 + h * hd;
+                float* p = P + (size_t)t * T;
+                float mx = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const float* k = base + (size_t)s * C3 + D + h * hd;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hd; i++) dot += q[i] * k[i];
+                    p[s] = dot * scale;
+                    if (p[s] > mx) mx = p[s];
+                }
+                float sum = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    p[s] = expf(p[s] - mx);
+                    sum += p[s];
+                }
+                float* o = out + ((size_t)b * T + t) * D + h * hd;
+                for (int i = 0; i < hd; i++) o[i] = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    p[s] /= sum;
+                    const float* v = base + (size_t)s * C3 + 2 * D + h * hd;
+                    for (int i = 0; i < hd; i++) o[i] += p[s] * v[i];
+                }
+            }
+        }
+}
+
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int D,
+                        int nh) {
+    const int hd = D / nh, C3 = 3 * D;
+    const float scale = 1.0f / sqrtf((float)hd);
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const float* base = qkv + (size_t)b * T * C3;
+            float* dbase = dqkv + (size_t)b * T * C3;
+            const float* P = att + ((size_t)b * nh + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                const float* p = P + (size_t)t * T;
+                const float* dy = dout + ((size_t)b * T + t) * D + h * hd;
+                // forward: o_t = Σ_s p_ts v_s, so dv_s += p_ts·do_t and dp_ts = do_t·v_s
+                float dp[t + 1];
+                float pdp = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    const float* v = base + (size_t)s * C3 + 2 * D + h * hd;
+                    float* dv = dbase + (size_t)s * C3 + 2 * D + h * hd;
+                    float acc = 0.0f;
+                    for (int i = 0; i < hd; i++) {
+                        dv[i] += p[s] * dy[i];
+                        acc += dy[i] * v[i];
+                    }
+                    dp[s] = acc;
+                    pdp += p[s] * acc;
+                }
+                // softmax: ds_ts = p_ts·(dp_ts − Σ_s' p_ts' dp_ts'); scores were q·k·scale
+                const float* q = base + (size_t)t * C3 + h * hd;
+                float* dq = dbase + (size_t)t * C3 + h * hd;
+                for (int s = 0; s <= t; s++) {
+                    float ds = p[s] * (dp[s] - pdp) * scale;
+                    const float* k = base + (size_t)s * C3 + D + h * hd;
+                    float* dk = dbase + (size_t)s * C3 + D + h * hd;
+                    for (int i = 0; i < hd; i++) {
+                        dq[i] += ds * k[i];
+                        dk[i] += ds * q[i];
+                    }
+                }
+            }
+        }
+}
+
+/* ---- SwiGLU -------------------------------------------------------------------------------- */
+
+static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void swiglu_forward(float* g, const float* h1, const float* h3, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) g[i] = h1[i] * sigmoidf_(h1[i]) * h3[i];
+}
+
+void swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, const float* h3, long n) {
+    // g = silu(a)·b with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float s = sigmoidf_(h1[i]);
+        dh3[i] = dg[i] * h1[i] * s;
+        dh1[i] = dg[i] * h3[i] * s * (1.0f + h1[i] * (1.0f - s));
+    }
+}
+
+/* ---- cross-entropy ------------------------------------------------------------------------- */
+
+double crossentropy_forward(float* probs, const int32_t* y, int N, int V) {
+    double* loss = mallocCheck((size_t)N * sizeof(double));   // per token, summed in order below
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float* p = probs + (size_t)n * V;
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) mx = p[v] > mx ? p[v] : mx;
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) sum += exp((double)(p[v] - mx));
+        loss[n] = log(sum) - (double)(p[y[n]] - mx);
+        for (int v = 0; v < V; v++) p[v] = (float)(exp((double)(p[v] - mx)) / sum);
+    }
+    double total = 0.0;
+    for (int n = 0; n < N; n++) total += loss[n];
+    free(loss);
+    return total;
+}
+
+void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float scale) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float* p = probs + (size_t)n * V;
+        for (int v = 0; v < V; v++) p[v] *= scale;
+        p[y[n]] -= scale;
+    }
+}

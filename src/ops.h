@@ -1,0 +1,50 @@
+/*
+ * ops.h — the dense building blocks of the model, forward and hand-written backward, fp32 on the
+ * CPU: linear layers (cblas), RMSNorm, rotate-half RoPE, causal multi-head attention, SwiGLU and
+ * softmax cross-entropy. Backward functions ACCUMULATE (+=) into input and weight gradients unless
+ * they say otherwise, so branches that share an input simply add up.
+ *
+ * Results do not depend on the number of OpenMP threads: threads own disjoint outputs, and
+ * reductions over tokens run in a fixed order.
+ *
+ * Not here: MoE (moe.h), the Engram layer (engram_layer.h), the order of ops (model.c).
+ */
+#ifndef ENGRAM_OPS_H
+#define ENGRAM_OPS_H
+
+#include <stdint.h>
+
+/* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
+void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout);
+/* din[N,Din] += dout·W (if din); dW[Dout,Din] += doutᵀ·in; dbias[Dout] += Σ_n dout (if dbias). */
+void linear_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
+                     int N, int Din, int Dout);
+
+/* out[N,D] = x / sqrt(mean(x²) + eps) · w; rstd[N] saved. */
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps);
+/* dx[N,D] += ..., dw[D] += ... */
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int N, int D);
+
+/* Rotate-half RoPE on the q and k thirds of qkv [B,T,3D] in place (nh heads of width hd = D/nh);
+ * position t is the index within the sequence. inverse = 1 applies the transpose (for backward). */
+void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse);
+
+/* Causal attention. qkv [B,T,3D] (q, k already rotated) → out [B,T,D]; att [B,nh,T,T] keeps the
+ * softmax probabilities (upper triangle unused). */
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh);
+/* dqkv [B,T,3D] is OVERWRITTEN with the gradient w.r.t. the rotated q, k and v. */
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int D,
+                        int nh);
+
+/* g[n] = SiLU(h1[n])·h3[n] */
+void swiglu_forward(float* g, const float* h1, const float* h3, long n);
+/* dh1, dh3 OVERWRITTEN. */
+void swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, const float* h3, long n);
+
+/* logits [N,V] turned into probabilities in place; returns Σ_n −log p[n, y[n]] (in double). */
+double crossentropy_forward(float* probs, const int32_t* y, int N, int V);
+/* probs [N,V] turned in place into dloss/dlogits for loss = scale·Σ_n CE_n. */
+void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float scale);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * train.h — one training step as a library function: hash the batch, gather the Engram rows it
+ * needs, forward, backward, reduce row gradients per unique row, clip by the global norm, AdamW
+ * on dense tensors and lazy Adam on the gathered rows. Used by tests, benchmarks and (with the
+ * parallel hooks of later issues) `engram train`.
+ *
+ * This is the single-rank step; the distributed step replaces the gather and the reductions with
+ * the exchange and the all-reduces of parallel/.
+ */
+#ifndef ENGRAM_TRAIN_H
+#define ENGRAM_TRAIN_H
+
+#include <stdint.h>
+
+#include "engram_rows.h"
+#include "model.h"
+
+typedef struct {
+    Model model;
+    EngramTables tables;
+    RowSet rows;             // rows of the current step
+    int64_t* cids;           // [B,T] compressed ids of the current batch
+    float* e;                // [n_engram, B,T,Ein] gathered rows
+    float* de;               // [n_engram, B,T,Ein] their gradients
+    float** e_ptr;           // [n_engram] → e per layer
+    float** de_ptr;
+    float* uniq;             // [max unique, Dh] unique rows, then their gradients
+    int64_t step;            // optimizer steps taken (Adam's t after the next step is step+1)
+    // figures of the last step
+    double loss, ce, aux, grad_norm, lr;
+    long dropped;
+    int skipped;             // 1 if the last step was skipped for non-finite values
+    long bad_steps;          // steps skipped in total
+} Trainer;
+
+/* B = this rank's sequences per step. Initialises parameters and tables from seed. */
+void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed);
+void trainer_free(Trainer* tr);
+/* One optimizer step on x, y [B,T]; returns the loss (CE mean + aux) before the update. */
+double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y);
+/* Forward only: loss of x, y [B,T] (CE mean + aux), no update. */
+double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y);
+
+#endif
