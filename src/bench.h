@@ -9,5 +9,6 @@
 /* `engram bench hash [--reps N] [--threads N]`: argv[0] is the subcommand name ("hash"), options
  * follow. Hashes a 1M-token batch with the default DeepSeek config; returns the exit status. */
 int bench_hash_main(int argc, char** argv);
+int bench_train_main(int argc, char** argv);
 
 #endif

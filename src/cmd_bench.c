@@ -11,9 +11,12 @@
 int cmd_bench(int argc, char** argv) {
     if (argc < 2 || cli_is_help(argv[1])) {
         fprintf(argc < 2 ? stderr : stdout,
-                "usage: engram bench hash    hashing throughput: 2 layers, N=3, H=8, 1M tokens\n");
+                "usage: engram bench hash                  hashing throughput: 2 layers, N=3, H=8, 1M tokens\n"
+                "       engram bench train CONFIG [k=v ...] [--steps N] [--warmup N]\n"
+                "                                          single-rank training tokens/s and GEMM share\n");
         return argc < 2 ? ENGRAM_EXIT_USAGE : 0;
     }
     if (!strcmp(argv[1], "hash")) return bench_hash_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return bench_train_main(argc - 1, argv + 1);
     engram_fail("bench: unknown benchmark '%s'; see engram bench --help", argv[1]);
 }

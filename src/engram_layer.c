@@ -31,11 +31,11 @@
  */
 #include "engram_layer.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
+#include "ops.h"
 
 #define S_FLOOR_ 1e-6f   // the signed square root's floor on |s|
 #define MAX_CHUNKS_ 64   // token chunks of the weight-gradient sums (fixed: results never depend on threads)
@@ -163,9 +163,9 @@ void engram_layer_forward(const EngramDims* d, const EngramWeights* w, const flo
     EngramActs a = acts_split_(d, acts);
     // 1. keys of all branches and the shared value, one GEMM each (biases added per token in 2):
     //    [N, Ein]·[Ein, GD] → [N, GD] and [N, Ein]·[Ein, D] → [N, D]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, GD, d->Ein, 1.0f, e, d->Ein, w->wk, d->Ein,
+    ops_gemm(0, 1, N, GD, d->Ein, 1.0f, e, d->Ein, w->wk, d->Ein,
                 0.0f, a.khat, GD);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, d->D, d->Ein, 1.0f, e, d->Ein, w->wv, d->Ein,
+    ops_gemm(0, 1, N, d->D, d->Ein, 1.0f, e, d->Ein, w->wv, d->Ein,
                 0.0f, a.v, d->D);
     // 2. gates, u = α·v → out, z = RMSNorm(u): [N, GD]
 #pragma omp parallel for schedule(static)
@@ -348,10 +348,10 @@ void engram_layer_backward(const EngramDims* d, const EngramWeights* w, const fl
 
     // 3. in the forward x = e·wkᵀ + bk (all G at once, wk as [GD, Ein]) and v = e·wvᵀ + bv, so now
     //    de = dx·wk + dv·wv: [N,GD]·[GD,Ein] + [N,D]·[D,Ein]; dwk += dxᵀ·e, dwv += dvᵀ·e
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Ein, GD, 1.0f, gr.dx, GD, w->wk, Ein, 0.0f, de, Ein);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Ein, D, 1.0f, gr.dv, D, w->wv, Ein, 1.0f, de, Ein);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GD, Ein, N, 1.0f, gr.dx, GD, e, Ein, 1.0f, g->wk, Ein);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, Ein, N, 1.0f, gr.dv, D, e, Ein, 1.0f, g->wv, Ein);
+    ops_gemm(0, 0, N, Ein, GD, 1.0f, gr.dx, GD, w->wk, Ein, 0.0f, de, Ein);
+    ops_gemm(0, 0, N, Ein, D, 1.0f, gr.dv, D, w->wv, Ein, 1.0f, de, Ein);
+    ops_gemm(1, 0, GD, Ein, N, 1.0f, gr.dx, GD, e, Ein, 1.0f, g->wk, Ein);
+    ops_gemm(1, 0, D, Ein, N, 1.0f, gr.dv, D, e, Ein, 1.0f, g->wv, Ein);
 
     free(part);
     free(gr.dv);

@@ -20,11 +20,11 @@
  */
 #include "moe.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
+#include "ops.h"
 
 /* ---- layout of the saved activations --------------------------------------------------------- */
 
@@ -141,7 +141,7 @@ static float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* probs [N,E] = softmax over E of f [N,D] · routerᵀ [D,E]. */
 static void router_softmax_(const MoeDims* d, const float* router, const float* f, float* probs) {
     int N = d->N, E = d->E;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, E, d->D, 1.0f, f, d->D, router, d->D,
+    ops_gemm(0, 1, N, E, d->D, 1.0f, f, d->D, router, d->D,
                 0.0f, probs, E);
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -170,10 +170,10 @@ static void swiglu_act_(const float* h1, const float* h3, size_t n, float* g) {
 static void expert_forward_(int n, int D, int Fe, const float* X, const float* w1, const float* w3,
                             const float* w2, float* h1, float* h3, float* g, float beta, float* y) {
     if (n == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, Fe, D, 1.0f, X, D, w1, D, 0.0f, h1, Fe);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, Fe, D, 1.0f, X, D, w3, D, 0.0f, h3, Fe);
+    ops_gemm(0, 1, n, Fe, D, 1.0f, X, D, w1, D, 0.0f, h1, Fe);
+    ops_gemm(0, 1, n, Fe, D, 1.0f, X, D, w3, D, 0.0f, h3, Fe);
     swiglu_act_(h1, h3, (size_t)n * Fe, g);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, D, Fe, 1.0f, g, Fe, w2, Fe, beta, y, D);
+    ops_gemm(0, 1, n, D, Fe, 1.0f, g, Fe, w2, Fe, beta, y, D);
 }
 
 /* ---- forward --------------------------------------------------------------------------------- */
@@ -273,8 +273,8 @@ static void expert_backward_(int n, int D, int Fe, const float* X, const float* 
     size_t nf = (size_t)n * Fe;
     // in the forward y = g·w2ᵀ with g = SiLU(h1)⊙h3, so dw2 += dyᵀ·g and dg = dy·w2 (into dh1)
     swiglu_act_(h1, h3, nf, g);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, Fe, n, 1.0f, dy, D, g, Fe, 1.0f, dw2, Fe);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, Fe, D, 1.0f, dy, D, w2, Fe, 0.0f, dh1, Fe);
+    ops_gemm(1, 0, D, Fe, n, 1.0f, dy, D, g, Fe, 1.0f, dw2, Fe);
+    ops_gemm(0, 0, n, Fe, D, 1.0f, dy, D, w2, Fe, 0.0f, dh1, Fe);
     // g = SiLU(h1)·h3: dh3 = dg·SiLU(h1), dh1 = dg·h3·SiLU'(h1), SiLU'(x) = σ(x)(1 + x(1 − σ(x)))
     #pragma omp parallel for schedule(static) if (nf > 16384)
     for (size_t i = 0; i < nf; i++) {
@@ -283,10 +283,10 @@ static void expert_backward_(int n, int D, int Fe, const float* X, const float* 
         dh1[i] = dg * h3[i] * sg * (1.0f + h1[i] * (1.0f - sg));
     }
     // h1 = X·w1ᵀ and h3 = X·w3ᵀ: dw1 += dh1ᵀ·X, dw3 += dh3ᵀ·X, dX = dh1·w1 + dh3·w3
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Fe, D, n, 1.0f, dh1, Fe, X, D, 1.0f, dw1, D);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Fe, D, n, 1.0f, dh3, Fe, X, D, 1.0f, dw3, D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, Fe, 1.0f, dh1, Fe, w1, D, beta, dX, D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, Fe, 1.0f, dh3, Fe, w3, D, 1.0f, dX, D);
+    ops_gemm(1, 0, Fe, D, n, 1.0f, dh1, Fe, X, D, 1.0f, dw1, D);
+    ops_gemm(1, 0, Fe, D, n, 1.0f, dh3, Fe, X, D, 1.0f, dw3, D);
+    ops_gemm(0, 0, n, D, Fe, 1.0f, dh1, Fe, w1, D, beta, dX, D);
+    ops_gemm(0, 0, n, D, Fe, 1.0f, dh3, Fe, w3, D, 1.0f, dX, D);
 }
 
 /* The shared experts saw every token with weight 1: dout flows into each unchanged, df += dX. */
@@ -406,9 +406,9 @@ void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const f
     // step 4 in reverse: y_e = Expert_e(X_e) over the gathered rows, so dX_e is scattered back
     routed_backward_(d, w, f, acts + L.h1, acts + L.h3, &pl, dy, df, g);
     // step 1 in reverse: the logits were f·routerᵀ, so drouter += dlᵀ·f [E,D], df += dl·router [N,D]
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d->E, d->D, d->N, 1.0f, dl, d->E, f, d->D,
+    ops_gemm(1, 0, d->E, d->D, d->N, 1.0f, dl, d->E, f, d->D,
                 1.0f, g->router, d->D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->N, d->D, d->E, 1.0f, dl, d->E, w->router,
+    ops_gemm(0, 0, d->N, d->D, d->E, 1.0f, dl, d->E, w->router,
                 d->D, 1.0f, df, d->D);
     free(c_aux);
     free(dy);

@@ -14,6 +14,12 @@
 
 #include <stdint.h>
 
+/* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when ta / tb is 1: cblas_sgemm,
+ * with the wall time spent added to ops_gemm_seconds (the benchmarks report the GEMM share). */
+void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+              float beta, float* C, int ldc);
+extern double ops_gemm_seconds;
+
 /* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
 void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout);
 /* din[N,Din] += dout·W (if din); dW[Dout,Din] += doutᵀ·in; dbias[Dout] += Σ_n dout (if dbias). */
