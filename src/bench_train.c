@@ -50,7 +50,7 @@ int bench_train_main(int argc, char** argv) {
     int32_t* y = mallocCheck((size_t)B * T * sizeof(int32_t));
     for (int b = 0; b < B; b++) memcpy(y + (size_t)b * T, x + (size_t)b * (T + 1) + 1, (size_t)T * sizeof(int32_t));
     Trainer tr;
-    trainer_init(&tr, &c, B, (uint64_t)c.run.seed);
+    trainer_init(&tr, &c, B, (uint64_t)c.run.seed, NULL);
     for (int s = 0; s < warmup; s++) trainer_step(&tr, x, y);
     ops_gemm_seconds = 0.0;
     double t0 = engram_now(), loss = 0;

@@ -26,31 +26,35 @@ static int64_t find_(const int64_t* keys, int64_t n, int64_t key) {
     return lo;
 }
 
+int64_t keys_dedup(const int64_t* in, size_t n, int64_t** uniq, int64_t* inverse) {
+    int64_t* sorted = mallocCheck((n ? n : 1) * sizeof(int64_t));
+    memcpy(sorted, in, n * sizeof(int64_t));
+    qsort(sorted, n, sizeof(int64_t), cmp_i64_);
+    int64_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || sorted[i] != sorted[u - 1]) sorted[u++] = sorted[i];
+    *uniq = reallocCheck(sorted, (size_t)(u ? u : 1) * sizeof(int64_t));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) inverse[i] = find_(*uniq, u, in[i]);
+    return u;
+}
+
 void rowset_build(RowSet* rs, const NgramHash* nh, const int64_t* ids, int B, int T) {
     memset(rs, 0, sizeof *rs);
     rs->n_layers = nh->n_layers;
     rs->h_total = nh->h_total;
     rs->n_pos = (long)B * T * nh->h_total;
     size_t total = (size_t)rs->n_layers * rs->n_pos;
-    rs->ids = mallocCheck(total * sizeof(int64_t));
-    rs->inverse = mallocCheck(total * sizeof(int64_t));
-    int64_t* sorted = mallocCheck(total * sizeof(int64_t));
+    rs->ids = mallocCheck((total ? total : 1) * sizeof(int64_t));
+    rs->inverse = mallocCheck((total ? total : 1) * sizeof(int64_t));
+    int64_t* keys = mallocCheck((total ? total : 1) * sizeof(int64_t));
     for (int l = 0; l < nh->n_layers; l++) {
         int64_t* out = rs->ids + (size_t)l * rs->n_pos;
         ngram_hash_ids(nh, l, ids, B, T, 1, out);
-        for (long p = 0; p < rs->n_pos; p++) sorted[(size_t)l * rs->n_pos + p] = ROWKEY(l, out[p]);
+        for (long p = 0; p < rs->n_pos; p++) keys[(size_t)l * rs->n_pos + p] = ROWKEY(l, out[p]);
     }
-    qsort(sorted, total, sizeof(int64_t), cmp_i64_);
-    int64_t u = 0;
-    for (size_t i = 0; i < total; i++)
-        if (i == 0 || sorted[i] != sorted[u - 1]) sorted[u++] = sorted[i];
-    rs->n_unique = u;
-    rs->keys = reallocCheck(sorted, (size_t)(u ? u : 1) * sizeof(int64_t));
-    for (int l = 0; l < rs->n_layers; l++)
-        for (long p = 0; p < rs->n_pos; p++) {
-            size_t i = (size_t)l * rs->n_pos + p;
-            rs->inverse[i] = find_(rs->keys, u, ROWKEY(l, rs->ids[i]));
-        }
+    rs->n_unique = keys_dedup(keys, total, &rs->keys, rs->inverse);
+    free(keys);
 }
 
 void rowset_free(RowSet* rs) {

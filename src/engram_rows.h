@@ -28,6 +28,9 @@ typedef struct {
     int64_t* inverse;      // [n_layers, B·T·H_total] index into keys
 } RowSet;
 
+/* Sorted unique values of in[n] into *uniq (malloc'd) and, for each input, its index there. */
+int64_t keys_dedup(const int64_t* in, size_t n, int64_t** uniq, int64_t* inverse);
+
 /* Hash ids (compressed [B,T]) for every Engram layer and dedup them. */
 void rowset_build(RowSet* rs, const NgramHash* nh, const int64_t* ids, int B, int T);
 void rowset_free(RowSet* rs);

@@ -1,5 +1,5 @@
 /*
- * train.c — the single-rank training step (train.h).
+ * train.c — the training step (train.h): one process, or P data-parallel ranks.
  */
 #include "train.h"
 
@@ -7,30 +7,40 @@
 #include <string.h>
 
 #include "common.h"
+#include "grad_sync.h"
 #include "optim.h"
 
-void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed) {
+#define BUCKET_FLOATS ((size_t)1 << 22)   // 16 MiB all-reduce buckets
+
+void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm) {
     memset(tr, 0, sizeof *tr);
+    tr->comm = comm;
     model_init(&tr->model, c, B);
     model_init_params(&tr->model, seed);
     const Model* m = &tr->model;
+    tr->n_tok_glob = (double)B * m->T;
+    if (comm) grad_sync_sum_f64(comm, &tr->n_tok_glob, 1);
     int ne = m->hash.n_layers;
     size_t per = (size_t)B * m->T * m->Ein;
-    tr->cids = mallocCheck((size_t)B * m->T * sizeof(int64_t));
+    tr->cids = mallocCheck(((size_t)B * m->T + 1) * sizeof(int64_t));
     tr->e = callocCheck(ne * per + 1, sizeof(float));
     tr->de = callocCheck(ne * per + 1, sizeof(float));
     tr->e_ptr = callocCheck(ne + 1, sizeof(float*));
     tr->de_ptr = callocCheck(ne + 1, sizeof(float*));
     for (int i = 0; i < ne; i++) tr->e_ptr[i] = tr->e + i * per, tr->de_ptr[i] = tr->de + i * per;
     if (ne > 0) {
-        tables_init(&tr->tables, m->hash.rows, ne, c->engram.head_dim, 0, 1);
+        tables_init(&tr->tables, m->hash.rows, ne, c->engram.head_dim, comm ? comm->rank : 0, comm ? comm->size : 1);
         tables_fill_normal(&tr->tables, seed, c->engram.init_std);
-        tr->uniq = mallocCheck(ne * per * sizeof(float));   // unique rows ≤ lookups
+        tr->uniq = mallocCheck((ne * per + 1) * sizeof(float));   // unique rows ≤ lookups
+        if (comm) exchange_init(&tr->ex, comm, c->engram.head_dim);
     }
 }
 
 void trainer_free(Trainer* tr) {
-    if (tr->model.hash.n_layers > 0) tables_free(&tr->tables);
+    if (tr->model.hash.n_layers > 0) {
+        tables_free(&tr->tables);
+        if (tr->comm) exchange_free(&tr->ex);
+    }
     rowset_free(&tr->rows);
     free(tr->cids);
     free(tr->e);
@@ -41,7 +51,7 @@ void trainer_free(Trainer* tr) {
     model_free(&tr->model);
 }
 
-/* Hash the batch and gather its rows into e. */
+/* Hash the batch and bring in its rows: from the owners, or from the local tables. */
 static void gather_rows_(Trainer* tr, const int32_t* x) {
     Model* m = &tr->model;
     if (m->hash.n_layers == 0) return;
@@ -49,45 +59,98 @@ static void gather_rows_(Trainer* tr, const int32_t* x) {
     for (size_t i = 0; i < BT; i++) tr->cids[i] = x[i];   // identity compression (no tokenizer)
     rowset_free(&tr->rows);
     rowset_build(&tr->rows, &m->hash, tr->cids, m->B, m->T);
-    tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
+    if (tr->comm) {
+        exchange_plan(&tr->ex, &tr->rows, &tr->tables);
+        exchange_forward(&tr->ex, &tr->tables, tr->uniq);
+    } else {
+        tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
+    }
     rowset_expand(&tr->rows, tr->uniq, tr->tables.Dh, tr->e);
+}
+
+/* MoE statistics, capacity drops and the CE sum, summed over ranks in one all-reduce. */
+static double reduce_forward_stats_(Trainer* tr, double ce_sum) {
+    Model* m = &tr->model;
+    const int E = m->mdims.E;
+    int n_moe = 0;
+    for (int l = 0; l < m->L; l++) n_moe += m->P.blocks[l].is_moe;
+    size_t n = (size_t)n_moe * (2 * E + 1) + 1;
+    double* buf = mallocCheck(n * sizeof(double));
+    size_t k = 0;
+    for (int l = 0; l < m->L; l++) {
+        if (!m->P.blocks[l].is_moe) continue;
+        memcpy(buf + k, m->acts[l].moe_counts, E * sizeof(double)), k += E;
+        memcpy(buf + k, m->acts[l].moe_psum, E * sizeof(double)), k += E;
+        buf[k++] = (double)m->acts[l].moe_dropped;
+    }
+    buf[k++] = ce_sum;
+    if (tr->comm) grad_sync_sum_f64(tr->comm, buf, (int)n);
+    k = 0;
+    tr->dropped = 0;
+    for (int l = 0; l < m->L; l++) {
+        if (!m->P.blocks[l].is_moe) continue;
+        memcpy(m->acts[l].moe_counts, buf + k, E * sizeof(double)), k += E;
+        memcpy(m->acts[l].moe_psum, buf + k, E * sizeof(double)), k += E;
+        tr->dropped += (long)buf[k++];
+    }
+    ce_sum = buf[k];
+    free(buf);
+    return ce_sum;
 }
 
 static double forward_(Trainer* tr, const int32_t* x, const int32_t* y) {
     Model* m = &tr->model;
-    double n_tok = (double)m->B * m->T;
     gather_rows_(tr, x);
-    tr->ce = model_forward(m, x, y, tr->e_ptr) / n_tok;
-    tr->aux = model_aux_loss(m, n_tok);
-    tr->dropped = 0;
-    for (int l = 0; l < m->L; l++) tr->dropped += m->acts[l].moe_dropped;
+    double ce_sum = model_forward(m, x, y, tr->e_ptr);
+    ce_sum = reduce_forward_stats_(tr, ce_sum);
+    tr->ce = ce_sum / tr->n_tok_glob;
+    tr->aux = model_aux_loss(m, tr->n_tok_glob);
     tr->loss = tr->ce + tr->aux;
     return tr->loss;
 }
 
 double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y) { return forward_(tr, x, y); }
 
+/* Row gradients to their owners; returns Σ g² over the rows this rank updates. Leaves the keys
+ * and summed gradients this rank updates in *keys, *grads. */
+static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads, int64_t* n) {
+    rowset_reduce(&tr->rows, tr->de, tr->tables.Dh, tr->uniq);   // uniq: gradients per unique row
+    if (tr->comm) {
+        exchange_backward(&tr->ex, tr->uniq);
+        *keys = tr->ex.own_keys, *grads = tr->ex.own_grads, *n = tr->ex.n_own;
+    } else {
+        *keys = tr->rows.keys, *grads = tr->uniq, *n = tr->rows.n_unique;
+    }
+    return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);
+}
+
 double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y) {
     Model* m = &tr->model;
     const Config* c = m->cfg;
+    double t0 = engram_now();
     double loss = forward_(tr, x, y);
-    model_backward(m, (double)m->B * m->T, tr->de_ptr);
-    double ss = optim_sumsq(m->grads, m->tt.dense_numel);
+    model_backward(m, tr->n_tok_glob, tr->de_ptr);
+    tr->t_allreduce = tr->comm ? grad_sync_dense(tr->comm, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
+    double ss_dense = optim_sumsq(m->grads, m->tt.dense_numel), ss_rows = 0;
+    const int64_t* keys = NULL;
+    const float* grads = NULL;
+    int64_t n_keys = 0;
     int has_rows = m->hash.n_layers > 0;
-    if (has_rows) {
-        rowset_reduce(&tr->rows, tr->de, tr->tables.Dh, tr->uniq);   // uniq now holds row gradients
-        ss += optim_sumsq(tr->uniq, (size_t)tr->rows.n_unique * tr->tables.Dh);
-    }
-    tr->grad_norm = sqrt(ss);
-    tr->skipped = !isfinite(loss) || !isfinite(tr->grad_norm);
+    if (has_rows) ss_rows = row_grads_(tr, &keys, &grads, &n_keys);
+    if (tr->comm) grad_sync_sum_f64(tr->comm, &ss_rows, 1);   // each owner holds part of the rows
+    tr->grad_norm = sqrt(ss_dense + ss_rows);
+    tr->t_exchange = has_rows && tr->comm ? tr->ex.st.seconds : 0.0;
+    tr->skipped = !isfinite(loss) || !isfinite(tr->grad_norm);   // identical on every rank
     if (tr->skipped) {   // a skipped step does not advance Adam's count
         tr->bad_steps++;
+        tr->t_step = engram_now() - t0;
         return loss;
     }
     double scale = optim_clip_scale(tr->grad_norm, c->train.grad_clip);
     tr->lr = optim_lr(c, (int)tr->step);
     tr->step++;
     optim_adamw(&m->tt, m->params, m->grads, m->m, m->v, c, tr->lr, tr->step, scale);
-    if (has_rows) optim_rows_adam(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq, c, tr->lr, tr->step, scale);
+    if (has_rows) optim_rows_adam(&tr->tables, keys, n_keys, grads, c, tr->lr, tr->step, scale);
+    tr->t_step = engram_now() - t0;
     return loss;
 }

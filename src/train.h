@@ -4,18 +4,25 @@
  * on dense tensors and lazy Adam on the gathered rows. Used by tests, benchmarks and (with the
  * parallel hooks of later issues) `engram train`.
  *
- * This is the single-rank step; the distributed step replaces the gather and the reductions with
- * the exchange and the all-reduces of parallel/.
+ * With a Comm (P ranks, data-parallel) the rows come through the all-to-all exchange, dense
+ * gradients and MoE statistics are summed over ranks, and each owner updates its rows; without one
+ * (NULL) the same step runs on one process with a local gather. This file is where src/ meets
+ * parallel/ (ARCHITECTURE.md §1).
  */
 #ifndef ENGRAM_TRAIN_H
 #define ENGRAM_TRAIN_H
 
 #include <stdint.h>
 
+#include "comm.h"
+#include "engram_exchange.h"
 #include "engram_rows.h"
 #include "model.h"
 
 typedef struct {
+    const Comm* comm;        // NULL: one process
+    Exchange ex;             // with comm
+    double n_tok_glob;       // tokens per step over all ranks
     Model model;
     EngramTables tables;
     RowSet rows;             // rows of the current step
@@ -28,15 +35,18 @@ typedef struct {
     int64_t step;            // optimizer steps taken (Adam's t after the next step is step+1)
     // figures of the last step
     double loss, ce, aux, grad_norm, lr;
-    long dropped;
+    long dropped;            // assignments dropped by capacity, all ranks
+    double t_exchange, t_allreduce, t_step;   // seconds of the last step
     int skipped;             // 1 if the last step was skipped for non-finite values
     long bad_steps;          // steps skipped in total
 } Trainer;
 
-/* B = this rank's sequences per step. Initialises parameters and tables from seed. */
-void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed);
+/* B = this rank's sequences per step; comm NULL for one process. Initialises parameters and tables
+ * from seed (the same values at any P). */
+void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm);
 void trainer_free(Trainer* tr);
-/* One optimizer step on x, y [B,T]; returns the loss (CE mean + aux) before the update. */
+/* One optimizer step on this rank's x, y [B,T]; returns the global loss (CE mean over all ranks'
+ * tokens + aux) before the update. All ranks call it together. */
 double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y);
 /* Forward only: loss of x, y [B,T] (CE mean + aux), no update. */
 double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y);

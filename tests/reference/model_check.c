@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     printf("%s vs %s\n", argv[1], argv[2]);
 
     Trainer tr;
-    trainer_init(&tr, &c, B, 1);
+    trainer_init(&tr, &c, B, 1, NULL);
     load_params_(&tr, f);
     // logits (forward without targets leaves them in probs)
     trainer_loss(&tr, x, NULL);
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
     int steps = c.train.steps;
     double* ref_losses = mallocCheck((size_t)steps * sizeof(double));
     if (h5io_read_f64(f, "/train/losses", ref_losses, (size_t)steps, err, sizeof err)) engram_fail("%s", err);
-    trainer_init(&tr, &c, B, 1);
+    trainer_init(&tr, &c, B, 1, NULL);
     load_params_(&tr, f);
     for (int s = 0; s < steps; s++) {
         double l = trainer_step(&tr, x, y);

@@ -1,0 +1,62 @@
+/*
+ * engram_exchange.h — how an Engram row gets to the rank that needs it, and its gradient back
+ * (ARCHITECTURE.md §4). Tables are split into P contiguous row blocks (owner = row / ceil(rows/P)).
+ * Each step, every rank:
+ *   plan:     groups its unique (layer,row) keys by owner → per-owner counts (MPI_Alltoall) →
+ *             keys (MPI_Alltoallv); owners dedup what they were asked for
+ *   forward:  owners copy the rows → rows back (MPI_Alltoallv) → the asker's unique-row buffer
+ *   backward: unique-row gradients along the same split tables in reverse; each owner sums the
+ *             contributions for a row in rank order, ready for the sparse optimizer
+ * One exchange per step covers every Engram layer. A rank's requests to itself go through the same
+ * calls (MPI copies them locally) and are not counted as wire bytes.
+ *
+ * Not here: hashing and dedup of the local batch (src/engram_rows.c), the optimizer (src/optim.c).
+ */
+#ifndef ENGRAM_ENGRAM_EXCHANGE_H
+#define ENGRAM_ENGRAM_EXCHANGE_H
+
+#include <stdint.h>
+
+#include "comm.h"
+#include "engram_rows.h"
+
+typedef struct {
+    int64_t lookups;        // (layer,row) lookups of this rank's batch, before dedup
+    int64_t unique;         // unique keys this rank asked for
+    int64_t remote;         // of those, owned by another rank
+    int64_t served;         // keys other ranks asked this rank for (remote askers only)
+    int64_t bytes_sent;     // wire bytes this step: counts, keys, rows and gradients to other ranks
+    int64_t bytes_recv;
+    double seconds;         // time inside the exchange calls this step
+} ExchangeStats;
+
+typedef struct {
+    const Comm* comm;
+    int Dh;
+    MPI_Datatype row_t;     // Dh floats
+    int64_t n_unique;       // this rank's unique keys
+    int *scount, *sdispl;   // [P] keys this rank asks each owner for
+    int *rcount, *rdispl;   // [P] keys each rank asks this rank for
+    int64_t n_recv;         // Σ rcount
+    int64_t* skeys;         // [n_unique] unique keys grouped by owner (key order within an owner)
+    int64_t* sperm;         // [n_unique] skeys[j] is unique key sperm[j] of the RowSet
+    int64_t* rkeys;         // [n_recv] keys asked of this rank, grouped by asking rank
+    float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order
+    float* rrows;           // [n_recv, Dh] rows served / gradient contributions received
+    int64_t n_own;          // distinct keys among rkeys: the rows this rank updates
+    int64_t* own_keys;      // [n_own] sorted
+    int64_t* own_inv;       // [n_recv] index into own_keys
+    float* own_grads;       // [n_own, Dh] summed in rank order
+    ExchangeStats st;
+} Exchange;
+
+void exchange_init(Exchange* ex, const Comm* comm, int Dh);
+void exchange_free(Exchange* ex);
+/* Counts and keys for the rows of rs (tables give the row counts, hence the owners). */
+void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t);
+/* Rows of every unique key of rs into unique_rows [n_unique, Dh], in rs->keys order. */
+void exchange_forward(Exchange* ex, const EngramTables* t, float* unique_rows);
+/* unique_grads [n_unique, Dh] (rs->keys order) → own_keys / own_grads on the owners. */
+void exchange_backward(Exchange* ex, const float* unique_grads);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * grad_sync.c — all-reduces of the data-parallel step (grad_sync.h).
+ */
+#include "grad_sync.h"
+
+#include <string.h>
+
+static void allreduce_range_(const Comm* c, float* p, size_t n) {
+    while (n > 0) {   // MPI counts are int
+        int k = n > (size_t)(1 << 30) ? 1 << 30 : (int)n;
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, p, k, MPI_FLOAT, MPI_SUM, c->comm));
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+double grad_sync_dense(const Comm* c, const TensorTable* tt, float* grads, size_t bucket_floats) {
+    double t0 = engram_now();
+    size_t start = 0, len = 0;   // the open bucket: grads[start, start+len)
+    for (int i = 0; i < tt->n; i++) {
+        const TensorInfo* t = &tt->t[i];
+        if (t->group == OPT_TABLE) continue;   // tables are row-sharded: their gradients go to owners
+        if (len > 0 && start + len != t->offset) {   // not contiguous: close the bucket
+            allreduce_range_(c, grads + start, len);
+            len = 0;
+        }
+        if (len == 0) start = t->offset;
+        len += (size_t)t->numel;
+        if (len >= bucket_floats) {
+            allreduce_range_(c, grads + start, len);
+            len = 0;
+        }
+    }
+    if (len > 0) allreduce_range_(c, grads + start, len);
+    return engram_now() - t0;
+}
+
+void grad_sync_sum_f64(const Comm* c, double* v, int n) {
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, c->comm));
+}
+
+int grad_sync_replicas_equal(const Comm* c, const float* params, size_t n) {
+    uint64_t h = 1469598103934665603ULL;   // FNV-1a over the bytes
+    const unsigned char* b = (const unsigned char*)params;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+    uint64_t lo = h, hi = h;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, c->comm));
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, c->comm));
+    return lo == hi;
+}
