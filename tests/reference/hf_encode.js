@@ -1,0 +1,84 @@
+// hf_encode.js — the reference side of the tokenizer tests: Hugging Face `tokenizers` (npm, the
+// Rust core) encodes a UTF-8 file.
+//   node hf_encode.js TOKENIZER FILE                 print the ids, space-separated
+//   node hf_encode.js TOKENIZER FILE --compare IDS   compare with ids in file IDS (engram's), report
+//   node hf_encode.js TOKENIZER FILE --time          print {"hf_mb_per_s": ...} only
+//   node hf_encode.js TOKENIZER --decode-all OUT     decode every id alone (JSON array of strings)
+// TOKENIZER is a tokenizer.json, or GPT-2's encoder.json: then a tokenizer.json is built from it
+// and vocab.bpe beside it, as Hugging Face's gpt2 tokenizer.json is (ByteLevel pre-tokenizer and
+// decoder, <|endoftext|> a special added token).
+// Modules come from $ENGRAM_NPM (default: .cache/npm/node_modules of this checkout).
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const npm = process.env.ENGRAM_NPM || path.join(__dirname, '..', '..', '.cache', 'npm', 'node_modules');
+const { Tokenizer } = require(path.join(npm, 'tokenizers'));
+
+function gpt2Json(encoderPath) {
+  const vocab = JSON.parse(fs.readFileSync(encoderPath, 'utf8'));
+  const merges = fs.readFileSync(path.join(path.dirname(encoderPath), 'vocab.bpe'), 'utf8')
+    .split('\n').filter((l) => l.length > 0 && !l.startsWith('#version'));
+  const bl = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  return JSON.stringify({
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [{ id: vocab['<|endoftext|>'], content: '<|endoftext|>', single_word: false, lstrip: false,
+                     rstrip: false, normalized: true, special: true }],
+    normalizer: null, pre_tokenizer: bl, post_processor: bl, decoder: bl,
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '',
+             fuse_unk: false, byte_fallback: false, vocab, merges },
+  });
+}
+
+function load(p) {
+  return path.basename(p) === 'encoder.json' ? Tokenizer.fromString(gpt2Json(p)) : Tokenizer.fromFile(p);
+}
+
+async function compare(tk, ids, mine) {
+  const n = Math.min(ids.length, mine.length);
+  let i = 0;
+  while (i < n && ids[i] === mine[i]) i++;
+  if (i === n && ids.length === mine.length) {
+    console.log(`equal: ${ids.length} ids`);
+    return 0;
+  }
+  const lo = Math.max(0, i - 8);
+  const show = async (a) => (await Promise.all(a.slice(lo, i + 8).map((id) => tk.decode([id], false))))
+    .map((s, k) => `${a[lo + k]}=${JSON.stringify(s)}`).join(' ');
+  console.log(`DIFFERENT at id ${i} (hf ${ids.length} ids, engram ${mine.length})`);
+  console.log(`  hf:     ${await show(ids)}`);
+  console.log(`  engram: ${await show(mine)}`);
+  return 1;
+}
+
+async function main() {
+  const [tokPath, file, mode, arg] = process.argv.slice(2);
+  const tk = load(tokPath);
+  if (file === '--decode-all') {
+    const V = tk.getVocabSize(true);
+    const all = [];
+    for (let id = 0; id < V; id += 4096) {
+      const batch = [];
+      for (let k = id; k < Math.min(V, id + 4096); k++) batch.push([k]);
+      all.push(...(await tk.decodeBatch(batch, false)));
+    }
+    fs.writeFileSync(mode, JSON.stringify(all));
+    return 0;
+  }
+  const text = fs.readFileSync(file, 'utf8');
+  const t0 = process.hrtime.bigint();
+  const ids = (await tk.encode(text)).getIds();
+  const sec = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (mode === '--time') {
+    const mb = Buffer.byteLength(text, 'utf8') / 1e6;
+    console.log(JSON.stringify({ hf_seconds: +sec.toFixed(3), hf_tokens: ids.length, hf_mb_per_s: +(mb / sec).toFixed(2) }));
+    return 0;
+  }
+  if (mode === '--compare') {
+    const mine = fs.readFileSync(arg, 'utf8').trim().split(/\s+/).filter((s) => s.length).map(Number);
+    return compare(tk, ids, mine);
+  }
+  process.stdout.write(ids.join(' ') + '\n');
+  return 0;
+}
+
+main().then((rc) => process.exit(rc), (e) => { console.error(`hf_encode.js: ${e.message || e}`); process.exit(3); });
