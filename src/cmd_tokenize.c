@@ -27,7 +27,7 @@
 static void usage_(FILE* f) {
     fprintf(f,
             "usage: engram tokenize --tokenizer PATH --out DIR [options] TEXT...\n"
-            "       engram tokenize --tokenizer PATH --print FILE\n\n"
+            "       engram tokenize --tokenizer PATH --print FILE | --decode FILE | --dump-vocab\n\n"
             "Encodes the TEXT files (UTF-8; one document each, in order, each preceded by the\n"
             "end-of-text token) into DIR/train_000000.bin ... and DIR/val_000000.bin ...\n"
             "(format: docs/data.md). Existing shards in DIR are never overwritten.\n\n"
@@ -38,7 +38,10 @@ static void usage_(FILE* f) {
             "  --val-block N       tokens per train/val block (default 4096): one block in every 1/F\n"
             "                      goes to validation\n"
             "  --shard-tokens N    tokens per shard file at most (default 100000000)\n"
-            "  --print FILE        print the ids of FILE (no end-of-text added), space-separated\n");
+            "  --print FILE        print the ids of FILE (no end-of-text added), space-separated\n"
+            "  --decode FILE       print the text of the ids in FILE (whitespace-separated; invalid\n"
+            "                      UTF-8 becomes U+FFFD, as Hugging Face's decode)\n"
+            "  --dump-vocab        print a JSON array: the decoded text of every id alone\n");
 }
 
 typedef struct {
@@ -123,14 +126,23 @@ static long utf8_invalid_at_(const char* s, size_t n) {
 }
 
 static char* read_text_(const char* path, size_t* n) {
+    char msg[4400];
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) engram_fail("tokenize: %s is a directory; give text files", path);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(msg, sizeof msg, "tokenize: %s is a directory; give text files", path);
+        fail_cleanup_(msg);
+    }
     char* text = tokfiles_slurp(path, n);
-    if (!text) engram_fail("tokenize: cannot read %s (%s)", path, strerror(errno));
+    if (!text) {
+        snprintf(msg, sizeof msg, "tokenize: cannot read %s (%s)", path, strerror(errno));
+        fail_cleanup_(msg);
+    }
     long bad = utf8_invalid_at_(text, *n);
-    if (bad >= 0)
-        engram_fail("tokenize: %s: invalid UTF-8 at byte %ld; convert it first (e.g. iconv -f latin1 -t utf-8)", path,
-                    bad);
+    if (bad >= 0) {
+        snprintf(msg, sizeof msg, "tokenize: %s: invalid UTF-8 at byte %ld; convert it first (e.g. iconv -f latin1 -t utf-8)",
+                 path, bad);
+        fail_cleanup_(msg);
+    }
     return text;
 }
 
@@ -155,6 +167,58 @@ static int print_ids_(const Tokenizer* tk, const char* file) {
     }
     fwrite(out.v, 1, out.n, stdout);
     free(out.v), free(ids.v), free(text);
+    return fflush(stdout) ? 1 : 0;
+}
+
+static int decode_ids_(const Tokenizer* tk, const char* file) {
+    size_t n;
+    char* text = tokfiles_slurp(file, &n);
+    if (!text) engram_fail("tokenize: cannot read %s (%s)", file, strerror(errno));
+    IdVec ids = {0};
+    int64_t V = tokenizer_vocab_size(tk);
+    for (char *p = text, *end; *p;) {
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        if (!*p) break;
+        long id = strtol(p, &end, 10);
+        if (end == p || id < 0 || id >= V)
+            engram_fail("tokenize: %s: byte %ld: expected an id in [0, %lld)", file, (long)(p - text), (long long)V);
+        idvec_push(&ids, (int32_t)id);
+        p = end;
+    }
+    ByteBuf bytes = {0}, out = {0};
+    tokenizer_decode(tk, ids.v, ids.n, &bytes);
+    tokenizer_utf8_lossy(bytes.v, bytes.n, &out);
+    fwrite(out.v, 1, out.n, stdout);
+    free(text), free(ids.v), free(bytes.v), free(out.v);
+    return fflush(stdout) ? 1 : 0;
+}
+
+/* s[0..n) as a JSON string (control characters, NUL included, as \u00XX). */
+static void json_string_(ByteBuf* out, const char* s, size_t n) {
+    bytebuf_append(out, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        char esc[8];
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') esc[0] = '\\', esc[1] = (char)c, bytebuf_append(out, esc, 2);
+        else if (c < 0x20) bytebuf_append(out, esc, (size_t)snprintf(esc, sizeof esc, "\\u%04x", c));
+        else bytebuf_append(out, s + i, 1);
+    }
+    bytebuf_append(out, "\"", 1);
+}
+
+static int dump_vocab_(const Tokenizer* tk) {
+    ByteBuf bytes = {0}, text = {0}, json = {0};
+    bytebuf_append(&json, "[", 1);
+    for (int32_t id = 0; id < tokenizer_vocab_size(tk); id++) {
+        bytes.n = text.n = 0;
+        tokenizer_decode(tk, &id, 1, &bytes);
+        tokenizer_utf8_lossy(bytes.v, bytes.n, &text);
+        if (id) bytebuf_append(&json, ",", 1);
+        json_string_(&json, text.v, text.n);
+    }
+    bytebuf_append(&json, "]\n", 2);
+    fwrite(json.v, 1, json.n, stdout);
+    free(json.v), free(bytes.v), free(text.v);
     return fflush(stdout) ? 1 : 0;
 }
 
@@ -228,7 +292,8 @@ static int write_shards_(const Tokenizer* tk, const char* dir, char** files, int
 }
 
 int cmd_tokenize(int argc, char** argv) {
-    const char *tok = NULL, *out = NULL, *print = NULL, *v;
+    const char *tok = NULL, *out = NULL, *print = NULL, *decode = NULL, *v;
+    int dump = 0;
     double F = 0.05;
     uint64_t block = 4096, shard_tokens = 100000000;
     char** files = callocCheck((size_t)argc, sizeof(char*));
@@ -238,6 +303,8 @@ int cmd_tokenize(int argc, char** argv) {
         if ((v = cli_option(argc, argv, &i, "--tokenizer"))) tok = v;
         else if ((v = cli_option(argc, argv, &i, "--out"))) out = v;
         else if ((v = cli_option(argc, argv, &i, "--print"))) print = v;
+        else if ((v = cli_option(argc, argv, &i, "--decode"))) decode = v;
+        else if (!strcmp(argv[i], "--dump-vocab")) dump = 1;
         else if ((v = cli_option(argc, argv, &i, "--val-block"))) block = parse_count_("--val-block", v);
         else if ((v = cli_option(argc, argv, &i, "--shard-tokens"))) shard_tokens = parse_count_("--shard-tokens", v);
         else if ((v = cli_option(argc, argv, &i, "--val-fraction"))) {
@@ -247,14 +314,19 @@ int cmd_tokenize(int argc, char** argv) {
         } else if (argv[i][0] == '-' && argv[i][1]) engram_fail("tokenize: unknown option %s; see engram tokenize --help", argv[i]);
         else files[n_files++] = argv[i];
     }
-    if (!print && (!out || n_files == 0)) {
+    int modes = !!print + !!decode + dump;
+    if (!modes && (!out || n_files == 0)) {
         usage_(stderr);
         free(files);
         return ENGRAM_EXIT_USAGE;
     }
-    if (print && (out || n_files > 0)) engram_fail("tokenize: --print FILE takes no --out or TEXT files");
+    if (modes > 1 || (modes && (out || n_files > 0)))
+        engram_fail("tokenize: --print, --decode and --dump-vocab go alone (no --out, no TEXT files)");
     Tokenizer* tk = load_(tok);
-    int rc = print ? print_ids_(tk, print) : write_shards_(tk, out, files, n_files, F, block, shard_tokens);
+    int rc = print ? print_ids_(tk, print)
+             : decode ? decode_ids_(tk, decode)
+             : dump ? dump_vocab_(tk)
+             : write_shards_(tk, out, files, n_files, F, block, shard_tokens);
     tokenizer_free(tk);
     free(files);
     return rc;

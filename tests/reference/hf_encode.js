@@ -1,9 +1,12 @@
 // hf_encode.js — the reference side of the tokenizer tests: Hugging Face `tokenizers` (npm, the
 // Rust core) encodes a UTF-8 file.
-//   node hf_encode.js TOKENIZER FILE                 print the ids, space-separated
-//   node hf_encode.js TOKENIZER FILE --compare IDS   compare with ids in file IDS (engram's), report
-//   node hf_encode.js TOKENIZER FILE --time          print {"hf_mb_per_s": ...} only
-//   node hf_encode.js TOKENIZER --decode-all OUT     decode every id alone (JSON array of strings)
+//   node hf_encode.js TOKENIZER FILE                          print the ids, space-separated
+//   node hf_encode.js TOKENIZER --compare FILE IDS [FILE IDS ...]
+//                         compare with engram's ids in IDS; prints "equal: N ids" or the first
+//                         difference with 8 ids of context each side; exit 1 on any difference
+//   node hf_encode.js TOKENIZER --time FILE                   one JSON line: HF's seconds and MB/s
+//   node hf_encode.js TOKENIZER --compare-vocab JSON          engram's decode of every id alone
+//                         (a JSON array, `engram tokenize --dump-vocab`) against HF's decode([id])
 // TOKENIZER is a tokenizer.json, or GPT-2's encoder.json: then a tokenizer.json is built from it
 // and vocab.bpe beside it, as Hugging Face's gpt2 tokenizer.json is (ByteLevel pre-tokenizer and
 // decoder, <|endoftext|> a special added token).
@@ -50,20 +53,38 @@ async function compare(tk, ids, mine) {
   return 1;
 }
 
-async function main() {
-  const [tokPath, file, mode, arg] = process.argv.slice(2);
-  const tk = load(tokPath);
-  if (file === '--decode-all') {
-    const V = tk.getVocabSize(true);
-    const all = [];
-    for (let id = 0; id < V; id += 4096) {
-      const batch = [];
-      for (let k = id; k < Math.min(V, id + 4096); k++) batch.push([k]);
-      all.push(...(await tk.decodeBatch(batch, false)));
-    }
-    fs.writeFileSync(mode, JSON.stringify(all));
-    return 0;
+async function compareVocab(tk, jsonPath) {
+  const mine = JSON.parse(fs.readFileSync(jsonPath, 'utf8'));
+  const V = tk.getVocabSize(true);
+  if (mine.length !== V) { console.log(`DIFFERENT vocab size: hf ${V}, engram ${mine.length}`); return 1; }
+  let bad = 0;
+  for (let id = 0; id < V; id += 8192) {
+    const batch = [];
+    for (let k = id; k < Math.min(V, id + 8192); k++) batch.push([k]);
+    const hf = await tk.decodeBatch(batch, false);
+    for (let k = 0; k < hf.length; k++)
+      if (hf[k] !== mine[id + k] && bad++ < 5)
+        console.log(`DIFFERENT decode of id ${id + k}: hf ${JSON.stringify(hf[k])}, engram ${JSON.stringify(mine[id + k])}`);
   }
+  console.log(bad ? `${bad} of ${V} ids decode differently` : `equal: decode of all ${V} ids`);
+  return bad ? 1 : 0;
+}
+
+async function main() {
+  const [tokPath, mode, ...args] = process.argv.slice(2);
+  const tk = load(tokPath);
+  if (mode === '--compare-vocab') return compareVocab(tk, args[0]);
+  if (mode === '--compare') {
+    let rc = 0;
+    for (let i = 0; i + 1 < args.length; i += 2) {
+      const ids = (await tk.encode(fs.readFileSync(args[i], 'utf8'))).getIds();
+      const mine = fs.readFileSync(args[i + 1], 'utf8').trim().split(/\s+/).filter((s) => s.length).map(Number);
+      process.stdout.write(`${path.basename(args[i])}: `);
+      rc |= await compare(tk, ids, mine);
+    }
+    return rc;
+  }
+  const file = mode === '--time' ? args[0] : mode;
   const text = fs.readFileSync(file, 'utf8');
   const t0 = process.hrtime.bigint();
   const ids = (await tk.encode(text)).getIds();
@@ -72,10 +93,6 @@ async function main() {
     const mb = Buffer.byteLength(text, 'utf8') / 1e6;
     console.log(JSON.stringify({ hf_seconds: +sec.toFixed(3), hf_tokens: ids.length, hf_mb_per_s: +(mb / sec).toFixed(2) }));
     return 0;
-  }
-  if (mode === '--compare') {
-    const mine = fs.readFileSync(arg, 'utf8').trim().split(/\s+/).filter((s) => s.length).map(Number);
-    return compare(tk, ids, mine);
   }
   process.stdout.write(ids.join(' ') + '\n');
   return 0;
