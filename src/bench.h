@@ -10,4 +10,7 @@
  * follow. Hashes a 1M-token batch with the default DeepSeek config; returns the exit status. */
 int bench_hash_main(int argc, char** argv);
 
+/* `engram bench tokenize [--tokenizer PATH] [--reps N] [FILE]`: encode MB/s of one text. */
+int bench_tokenize_main(int argc, char** argv);
+
 #endif
