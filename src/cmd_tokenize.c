@@ -234,9 +234,11 @@ static void prepare_dir_(const char* dir) {
         int shard = (!strncmp(e->d_name, "train_", 6) || !strncmp(e->d_name, "val_", 4)) && len > 4 &&
                     !strcmp(e->d_name + len - 4, ".bin");
         if (shard) {
+            char name[512];   // d_name dies with closedir
+            snprintf(name, sizeof name, "%s", e->d_name);
             closedir(d);
             engram_fail("tokenize: %s/%s exists; engram never overwrites shards (remove them or choose another --out)",
-                        dir, e->d_name);
+                        dir, name);
         }
     }
     closedir(d);
