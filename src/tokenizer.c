@@ -93,6 +93,13 @@ static char* onig_whitespace_(const char* src) {
     ByteBuf b = {0};
     int in_class = 0;
     for (const char* p = src; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'Q') {   // \Q...\E is literal (Split String patterns): copy as is
+            const char* end = strstr(p + 2, "\\E");
+            size_t len = end ? (size_t)(end + 2 - p) : strlen(p);
+            bytebuf_append(&b, p, len);
+            p += len - 1;
+            continue;
+        }
         if (p[0] == '\\' && p[1]) {
             if (p[1] == 's' && in_class) {
                 bytebuf_append(&b, WHITE_SPACE, strlen(WHITE_SPACE));

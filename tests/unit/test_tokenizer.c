@@ -178,6 +178,24 @@ static void decode_inverts_encode_and_keeps_specials(void** state) {
     tokenizer_free(tk);
 }
 
+/* Split(String "l") then Split(Regex "\s+"), both Isolated, then ByteLevel without regex. */
+static void set_splits_(cJSON* r) {
+    cJSON_ReplaceItemInObject(r, "pre_tokenizer", cJSON_Parse(
+        "{\"type\":\"Sequence\",\"pretokenizers\":["
+        "{\"type\":\"Split\",\"pattern\":{\"String\":\"l\"},\"behavior\":\"Isolated\",\"invert\":false},"
+        "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
+        "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}"));
+}
+
+static void split_sequence_isolates_matches(void** state) {
+    (void)state;
+    Tokenizer* tk = load_ok_(set_splits_);
+    encode_is_(tk, "hello", (int32_t[]){ID_HE, 'l', 'l', 'o'}, 4);   // "l" pieces stop the merges
+    encode_is_(tk, "he  he", (int32_t[]){ID_HE, 32, 32, ID_HE}, 4);  // one "  " piece: no merge for it
+    encode_is_(tk, "hehe", (int32_t[]){ID_HE, ID_HE}, 2);
+    tokenizer_free(tk);
+}
+
 static void drop_pad_(cJSON* root) { cJSON_DeleteItemFromArray(cJSON_GetObjectItem(root, "added_tokens"), 1); }
 static void pad_falls_back_to_end_of_text(void** state) {
     (void)state;
@@ -253,6 +271,7 @@ int main(void) {
         cmocka_unit_test(bpe_merges_by_rank_and_matches_added_tokens),
         cmocka_unit_test(decode_inverts_encode_and_keeps_specials),
         cmocka_unit_test(pad_falls_back_to_end_of_text),
+        cmocka_unit_test(split_sequence_isolates_matches),
         cmocka_unit_test(unsupported_features_are_refused_in_one_line),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
