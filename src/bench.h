@@ -11,4 +11,7 @@
 int bench_hash_main(int argc, char** argv);
 int bench_train_main(int argc, char** argv);
 
+/* `engram bench tokenize [--tokenizer PATH] [--reps N] [FILE]`: encode MB/s of one text. */
+int bench_tokenize_main(int argc, char** argv);
+
 #endif

@@ -8,15 +8,24 @@
 #include "cli.h"
 #include "common.h"
 
+static const struct {
+    const char* name;
+    int (*run)(int argc, char** argv);
+    const char* usage;
+} BENCHES[] = {
+    {"hash", bench_hash_main, "hash                           hashing throughput: 2 layers, N=3, H=8, 1M tokens"},
+    {"tokenize", bench_tokenize_main, "tokenize [--tokenizer PATH] [--reps N] [FILE]   encode MB/s"},
+    {"train", bench_train_main, "train CONFIG [k=v ...] [--steps N] [--warmup N]   single-rank tokens/s, GEMM share"},
+};
+
 int cmd_bench(int argc, char** argv) {
+    const int n = (int)(sizeof BENCHES / sizeof *BENCHES);
     if (argc < 2 || cli_is_help(argv[1])) {
-        fprintf(argc < 2 ? stderr : stdout,
-                "usage: engram bench hash                  hashing throughput: 2 layers, N=3, H=8, 1M tokens\n"
-                "       engram bench train CONFIG [k=v ...] [--steps N] [--warmup N]\n"
-                "                                          single-rank training tokens/s and GEMM share\n");
+        FILE* f = argc < 2 ? stderr : stdout;
+        for (int i = 0; i < n; i++) fprintf(f, "%s engram bench %s\n", i ? "      " : "usage:", BENCHES[i].usage);
         return argc < 2 ? ENGRAM_EXIT_USAGE : 0;
     }
-    if (!strcmp(argv[1], "hash")) return bench_hash_main(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "train")) return bench_train_main(argc - 1, argv + 1);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(argv[1], BENCHES[i].name)) return BENCHES[i].run(argc - 1, argv + 1);
     engram_fail("bench: unknown benchmark '%s'; see engram bench --help", argv[1]);
 }

@@ -24,10 +24,10 @@ static const Command COMMANDS[] = {
     {"eval", not_yet_, "validation loss of a checkpoint: engram eval CHECKPOINT [--data GLOB]"},
     {"sweep", not_yet_, "rho-allocation sweeps: engram sweep plan|run|report ..."},
     {"inspect", not_yet_, "show a checkpoint: engram inspect CHECKPOINT [--tensor NAME] [--json]"},
-    {"tokenize", not_yet_, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
+    {"tokenize", cmd_tokenize, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
     {"hash", cmd_hash, "rows an n-gram maps to: engram hash CONFIG (--text STR | --ids=LIST) [--json]"},
     {"config", cmd_config, "print the resolved config, or every key: engram config CONFIG [key=value ...] | --keys"},
-    {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash"},
+    {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash|tokenize"},
 };
 #define N_COMMANDS ((int)(sizeof(COMMANDS) / sizeof(COMMANDS[0])))
 

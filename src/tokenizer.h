@@ -30,7 +30,9 @@ int64_t tokenizer_vocab_size(const Tokenizer* tk);
 const char* tokenizer_path(const Tokenizer* tk);
 const char* tokenizer_sha256(const Tokenizer* tk);
 
-/* Ids of text (UTF-8), appended to out; added/special tokens in the text are matched as HF does. */
+/* Ids of text (UTF-8), appended to out; added/special tokens in the text are matched as HF does.
+ * Safe to call from several threads on one Tokenizer (per-call scratch and piece cache). Invalid
+ * UTF-8 is encoded byte by byte (no regex matches it); HF cannot take such text at all. */
 void tokenizer_encode(const Tokenizer* tk, const char* text, size_t len, IdVec* out);
 /* Bytes of ids, appended to out, special tokens kept (skip_special_tokens=False). For byte-level
  * BPE the bytes may be invalid UTF-8 for a single id; callers that need text apply
@@ -43,6 +45,11 @@ void tokenizer_utf8_lossy(const char* bytes, size_t n, ByteBuf* out);
 const char* tokenizer_token_string(const Tokenizer* tk, int32_t id);
 /* The pad token's id if the tokenizer has one, else its end-of-text token, else -1. */
 int32_t tokenizer_default_pad_id(const Tokenizer* tk);
+/* The end-of-text token (an added special token such as GPT-2's <|endoftext|> or DeepSeek's
+ * <｜end▁of▁sentence｜>), else -1. `engram tokenize` puts it before every document. */
+int32_t tokenizer_eot_id(const Tokenizer* tk);
+/* GPT-2's bytes_to_unicode: the code point byte b is written as in byte-level token strings. */
+uint32_t tokenizer_byte_to_codepoint(uint8_t b);
 
 void idvec_push(IdVec* v, int32_t id);
 void bytebuf_append(ByteBuf* b, const char* s, size_t n);
