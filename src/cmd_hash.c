@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "compress.h"
 #include "ngram_hash.h"
 #include "shard.h"
 
@@ -19,7 +20,8 @@ static void usage_(FILE* f) {
             "        negative ids are allowed (write --ids=-1,5 so -1 is not read as an option).\n"
             "        V' and the pad id come from engram.compressed_vocab_size and\n"
             "        engram.pad_id_compressed (config or overrides).\n"
-            "--text  text through the config's tokenizer (not available in this version yet).\n"
+            "--text  text through the config's tokenizer (data.tokenizer) and its compression;\n"
+            "        V' and the pad id then come from the tokenizer.\n"
             "--json  {\"layers\":[{\"layer_id\",\"multipliers\",\"table_sizes\",\"offsets\",\n"
             "        \"local_ids\",\"global_ids\"}]} with ids shaped [B][T][H_total].\n"
             "--world-size P  also show each row's owner rank when tables are split over P ranks.\n");
@@ -54,6 +56,26 @@ static int64_t* parse_ids_(const char* s, int* B, int* T) {
     }
     *B = rows;
     *T = width;
+    return ids;
+}
+
+/* Text → tokenizer ids → compressed ids [1,T]; sets V' and the pad from the tokenizer. */
+static int64_t* text_ids_(Config* c, const char* path, const char* text, int* T) {
+    if (!c->data.tokenizer[0]) engram_fail("%s: data.tokenizer: needed with --text (got \"\"); set it or use --ids", path);
+    char err[1024];
+    Tokenizer* tk = tokenizer_load(c->data.tokenizer, err, sizeof err);
+    if (!tk) engram_fail("%s", err);
+    Compression comp;
+    if (compress_for_config(&comp, c, tk, err, sizeof err)) engram_fail("%s", err);
+    IdVec v = {0};
+    tokenizer_encode(tk, text, strlen(text), &v);
+    if (v.n == 0) engram_fail("hash: --text gives no tokens (got \"%s\")", text);
+    int64_t* ids = mallocCheck(v.n * sizeof(int64_t));
+    compress_apply(&comp, v.v, v.n, ids);
+    *T = (int)v.n;
+    free(v.v);
+    compress_free(&comp);
+    tokenizer_free(tk);
     return ids;
 }
 
@@ -128,16 +150,16 @@ int cmd_hash(int argc, char** argv) {
     Config c;
     cli_load_config(&c, path, n_over, over);
     free(over);
-    if (text) engram_fail("hash: --text needs the tokenizer, which is not in this version yet; use --ids=LIST with compressed ids");
     if (c.engram.layers.n == 0) engram_fail("%s: engram.layers is empty: nothing to hash (set e.g. engram.layers=[1])", path);
+    int B, T;
+    int64_t* ids = text ? text_ids_(&c, path, text, &T) : parse_ids_(ids_arg, &B, &T);
+    if (text) B = 1;
     if (c.engram.compressed_vocab_size <= 0)
         engram_fail("%s: engram.compressed_vocab_size: needed with --ids (got %lld); set it, e.g. engram.compressed_vocab_size=32962",
                     path, (long long)c.engram.compressed_vocab_size);
     if (c.engram.pad_id_compressed < 0)
         engram_fail("%s: engram.pad_id_compressed: needed with --ids (got %lld); set it, e.g. engram.pad_id_compressed=0",
                     path, (long long)c.engram.pad_id_compressed);
-    int B, T;
-    int64_t* ids = parse_ids_(ids_arg, &B, &T);
     NgramHash nh;
     ngram_hash_init(&nh, c.engram.layers.v, c.engram.layers.n, c.engram.max_ngram, c.engram.heads_per_ngram,
                     c.engram.vocab_bases.v, c.engram.compressed_vocab_size, c.engram.pad_id_compressed,

@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "compress.h"
 #include "shards.h"
 #include "tokenizer.h"
 #include "tokenizer_files.h"
@@ -27,7 +28,8 @@
 static void usage_(FILE* f) {
     fprintf(f,
             "usage: engram tokenize --tokenizer PATH --out DIR [options] TEXT...\n"
-            "       engram tokenize --tokenizer PATH --print FILE | --decode FILE | --dump-vocab\n\n"
+            "       engram tokenize --tokenizer PATH --print FILE | --decode FILE | --dump-vocab\n"
+            "       engram tokenize --tokenizer PATH --compression [--json]\n\n"
             "Encodes the TEXT files (UTF-8; one document each, in order, each preceded by the\n"
             "end-of-text token) into DIR/train_000000.bin ... and DIR/val_000000.bin ...\n"
             "(format: docs/data.md). Existing shards in DIR are never overwritten.\n\n"
@@ -41,7 +43,9 @@ static void usage_(FILE* f) {
             "  --print FILE        print the ids of FILE (no end-of-text added), space-separated\n"
             "  --decode FILE       print the text of the ids in FILE (whitespace-separated; invalid\n"
             "                      UTF-8 becomes U+FFFD, as Hugging Face's decode)\n"
-            "  --dump-vocab        print a JSON array: the decoded text of every id alone\n");
+            "  --dump-vocab        print a JSON array: the decoded text of every id alone\n"
+            "  --compression       print V, V' (the Engram compressed vocabulary), the reduction and\n"
+            "                      the compressed pad id; with --json also the lookup table\n");
 }
 
 typedef struct {
@@ -223,6 +227,27 @@ static int dump_vocab_(const Tokenizer* tk) {
 }
 
 /* Refuse a DIR that already holds shards; create it if missing. */
+/* V, V', reduction and pad ids (spec/ENGRAM.md §2); --json adds the lookup table. */
+static int print_compression_(const Tokenizer* tk, int json) {
+    Compression c;
+    compress_build(&c, tk);
+    int32_t pad = tokenizer_default_pad_id(tk);
+    long long pad_c = pad >= 0 ? c.lookup[pad] : -1;
+    double red = 1.0 - (double)c.Vc / (double)c.V;
+    if (!json) {
+        printf("tokenizer %s\nV %lld\nV' %lld\nreduction %.1f%%\npad id %d -> compressed %lld\n", tokenizer_path(tk),
+               (long long)c.V, (long long)c.Vc, 100.0 * red, pad, pad_c);
+    } else {
+        printf("{\"tokenizer\":\"%s\",\"sha256\":\"%s\",\"V\":%lld,\"V_compressed\":%lld,\"reduction\":%.6f,"
+               "\"pad_id\":%d,\"pad_id_compressed\":%lld,\"lookup\":[", tokenizer_path(tk), tokenizer_sha256(tk),
+               (long long)c.V, (long long)c.Vc, red, pad, pad_c);
+        for (int64_t i = 0; i < c.V; i++) printf("%s%d", i ? "," : "", c.lookup[i]);
+        printf("]}\n");
+    }
+    compress_free(&c);
+    return 0;
+}
+
 static void prepare_dir_(const char* dir) {
     struct stat st;
     if (stat(dir, &st) != 0 && mkdir(dir, 0777) != 0)
@@ -295,7 +320,7 @@ static int write_shards_(const Tokenizer* tk, const char* dir, char** files, int
 
 int cmd_tokenize(int argc, char** argv) {
     const char *tok = NULL, *out = NULL, *print = NULL, *decode = NULL, *v;
-    int dump = 0;
+    int dump = 0, compression = 0, json = 0;
     double F = 0.05;
     uint64_t block = 4096, shard_tokens = 100000000;
     char** files = callocCheck((size_t)argc, sizeof(char*));
@@ -307,6 +332,8 @@ int cmd_tokenize(int argc, char** argv) {
         else if ((v = cli_option(argc, argv, &i, "--print"))) print = v;
         else if ((v = cli_option(argc, argv, &i, "--decode"))) decode = v;
         else if (!strcmp(argv[i], "--dump-vocab")) dump = 1;
+        else if (!strcmp(argv[i], "--compression")) compression = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
         else if ((v = cli_option(argc, argv, &i, "--val-block"))) block = parse_count_("--val-block", v);
         else if ((v = cli_option(argc, argv, &i, "--shard-tokens"))) shard_tokens = parse_count_("--shard-tokens", v);
         else if ((v = cli_option(argc, argv, &i, "--val-fraction"))) {
@@ -316,18 +343,20 @@ int cmd_tokenize(int argc, char** argv) {
         } else if (argv[i][0] == '-' && argv[i][1]) engram_fail("tokenize: unknown option %s; see engram tokenize --help", argv[i]);
         else files[n_files++] = argv[i];
     }
-    int modes = !!print + !!decode + dump;
+    int modes = !!print + !!decode + dump + compression;
     if (!modes && (!out || n_files == 0)) {
         usage_(stderr);
         free(files);
         return ENGRAM_EXIT_USAGE;
     }
     if (modes > 1 || (modes && (out || n_files > 0)))
-        engram_fail("tokenize: --print, --decode and --dump-vocab go alone (no --out, no TEXT files)");
+        engram_fail("tokenize: --print, --decode, --dump-vocab and --compression go alone (no --out, no TEXT files)");
+    if (json && !compression) engram_fail("tokenize: --json goes with --compression");
     Tokenizer* tk = load_(tok);
     int rc = print ? print_ids_(tk, print)
              : decode ? decode_ids_(tk, decode)
              : dump ? dump_vocab_(tk)
+             : compression ? print_compression_(tk, json)
              : write_shards_(tk, out, files, n_files, F, block, shard_tokens);
     tokenizer_free(tk);
     free(files);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -31,6 +32,11 @@ void compress_build_keys(Compression* c, int64_t V, const char* const* decoded, 
 /* §2.2 over every id of a tokenizer. */
 void compress_build(Compression* c, const Tokenizer* tk);
 void compress_free(Compression* c);
+
+/* The compression of a run: builds it from tk and sets cfg's engram.compressed_vocab_size,
+ * engram.pad_id_compressed and engram.pad_id (the tokenizer's pad, else its end-of-text, unless
+ * set). A config value that disagrees with the tokenizer is an error: -1 with one line in err. */
+int compress_for_config(Compression* c, Config* cfg, const Tokenizer* tk, char* err, size_t errlen);
 
 /* §2.3: ids ≥ 0 → lookup[id]; negative ids pass through. Ids ≥ V are the caller's error (checked
  * when shards are read); here they abort with a message. */

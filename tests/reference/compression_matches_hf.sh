@@ -50,3 +50,21 @@ if [ ! -s "$tmp/codepoints-$key.txt" ]; then
     mv "$tmp/codepoints-$key.txt.part" "$tmp/codepoints-$key.txt"
 fi
 "$check" --codepoints "$tmp/codepoints-$key.txt" "$tmp/deepseek-$key.json" "$tmp/gpt2-$key.json"
+
+# The whole pipeline, our tokenizer's decode included: `engram tokenize --compression --json`
+# against the HF table, id by id.
+for name in deepseek gpt2; do
+    src=$deepseek; [ "$name" = gpt2 ] && src=$gpt2
+    "$1" tokenize --tokenizer "$src" --compression --json > "$tmp/ours-$name.json"
+    ${ENGRAM_PYTHON:-/usr/bin/python3} - "$tmp/ours-$name.json" "$tmp/$name-$key.json" "$name" <<'PY'
+import json, sys
+ours, ref, name = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+diff = [i for i, (a, b) in enumerate(zip(ours["lookup"], ref["lookup"])) if a != b]
+ok = not diff and ours["V"] == ref["V"] and ours["V_compressed"] == ref["Vc"] and ours["pad_id_compressed"] == ref["pad_c"]
+print("%s: engram tokenize --compression: V %d, V' %d, pad %d -> %d; %d of %d ids differ from HF" %
+      (name, ours["V"], ours["V_compressed"], ours["pad_id"], ours["pad_id_compressed"], len(diff), ref["V"]))
+if not ok:
+    for i in diff[:20]: print("  id %d: ours %d, HF %d (%r)" % (i, ours["lookup"][i], ref["lookup"][i], ref["decoded"][i]))
+    sys.exit(1)
+PY
+done
