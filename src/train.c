@@ -56,7 +56,8 @@ static void gather_rows_(Trainer* tr, const int32_t* x) {
     Model* m = &tr->model;
     if (m->hash.n_layers == 0) return;
     size_t BT = (size_t)m->B * m->T;
-    for (size_t i = 0; i < BT; i++) tr->cids[i] = x[i];   // identity compression (no tokenizer)
+    // compression to V' (negative ids pass through, spec/ENGRAM.md §2.3); identity without a tokenizer
+    for (size_t i = 0; i < BT; i++) tr->cids[i] = tr->lookup && x[i] >= 0 ? tr->lookup[x[i]] : x[i];
     rowset_free(&tr->rows);
     rowset_build(&tr->rows, &m->hash, tr->cids, m->B, m->T);
     if (tr->comm) {

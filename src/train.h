@@ -24,6 +24,7 @@ typedef struct {
     Exchange ex;             // with comm
     double n_tok_glob;       // tokens per step over all ranks
     Model model;
+    const int32_t* lookup;   // [V] original → compressed id (Compression.lookup); NULL = identity
     EngramTables tables;
     RowSet rows;             // rows of the current step
     int64_t* cids;           // [B,T] compressed ids of the current batch
