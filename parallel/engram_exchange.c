@@ -1,6 +1,9 @@
 /*
  * engram_exchange.c — the all-to-all exchange of Engram rows and their gradients
- * (engram_exchange.h).
+ * (engram_exchange.h). A plan is built in three stages: local grouping by owner and the counts
+ * (MPI_Ialltoall), then the keys (MPI_Ialltoallv), then the owners' dedup. The blocking path runs
+ * them back to back; the prefetch path posts them for the next step and advances them whenever
+ * the training step calls exchange_progress.
  */
 #include "engram_exchange.h"
 
@@ -8,39 +11,41 @@
 
 #include "shard.h"
 
+static void plan_alloc_(ExchangePlan* p, int P) {
+    memset(p, 0, sizeof *p);
+    p->req = MPI_REQUEST_NULL;
+    p->scount = callocCheck(P, sizeof(int));
+    p->sdispl = callocCheck(P, sizeof(int));
+    p->rcount = callocCheck(P, sizeof(int));
+    p->rdispl = callocCheck(P, sizeof(int));
+}
+
+/* Drop the per-step arrays (the [P] count arrays stay). */
+static void plan_clear_(ExchangePlan* p) {
+    free(p->skeys), free(p->sperm), free(p->rkeys), free(p->own_keys), free(p->own_inv);
+    p->skeys = p->sperm = p->rkeys = p->own_keys = p->own_inv = NULL;
+    p->stage = 0;
+}
+
 void exchange_init(Exchange* ex, const Comm* comm, int Dh) {
     memset(ex, 0, sizeof *ex);
     ex->comm = comm;
     ex->Dh = Dh;
     mpiCheck(MPI_Type_contiguous(Dh, MPI_FLOAT, &ex->row_t));
     mpiCheck(MPI_Type_commit(&ex->row_t));
-    int P = comm->size;
-    ex->scount = callocCheck(P, sizeof(int));
-    ex->sdispl = callocCheck(P, sizeof(int));
-    ex->rcount = callocCheck(P, sizeof(int));
-    ex->rdispl = callocCheck(P, sizeof(int));
-}
-
-static void step_free_(Exchange* ex) {
-    void* bufs[] = {ex->skeys, ex->sperm, ex->rkeys, ex->srows, ex->rrows, ex->own_keys, ex->own_inv, ex->own_grads};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
-    ex->skeys = ex->sperm = ex->rkeys = ex->own_keys = ex->own_inv = NULL;
-    ex->srows = ex->rrows = ex->own_grads = NULL;
+    for (int i = 0; i < 2; i++) plan_alloc_(&ex->plan[i], comm->size);
 }
 
 void exchange_free(Exchange* ex) {
-    step_free_(ex);
+    for (int i = 0; i < 2; i++) {
+        ExchangePlan* p = &ex->plan[i];
+        if (p->req != MPI_REQUEST_NULL) MPI_Wait(&p->req, MPI_STATUS_IGNORE);
+        plan_clear_(p);
+        free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl);
+    }
     MPI_Type_free(&ex->row_t);
-    free(ex->scount);
-    free(ex->sdispl);
-    free(ex->rcount);
-    free(ex->rdispl);
+    free(ex->srows), free(ex->rrows), free(ex->own_grads);
     memset(ex, 0, sizeof *ex);
-}
-
-static int owner_(const EngramTables* t, int64_t key, int P) {
-    int l = ROWKEY_LAYER(key);
-    return shard_row_owner(ROWKEY_ROW(key), t->rows[l], P);
 }
 
 /* Exclusive prefix sum of count [P] into displ; returns the total. */
@@ -54,59 +59,117 @@ static int64_t displs_(const int* count, int* displ, int P) {
     return s;
 }
 
-void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t) {
-    const int P = ex->comm->size, me = ex->comm->rank;
-    double t0 = engram_now();
-    step_free_(ex);
-    memset(&ex->st, 0, sizeof ex->st);
-    ex->n_unique = rs->n_unique;
+/* Stage 1: group the unique keys by owner (a stable counting sort keeps key order within an owner)
+ * and post the counts. */
+static void plan_begin_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
+    const int P = ex->comm->size;
+    plan_clear_(p);
+    p->n_unique = rs->n_unique;
+    p->lookups = (int64_t)rs->n_layers * rs->n_pos;
     size_t nu = (size_t)rs->n_unique;
-    // group the unique keys by owner: a stable counting sort keeps key order within an owner
     int* own = mallocCheck((nu ? nu : 1) * sizeof(int));
-    memset(ex->scount, 0, P * sizeof(int));
-    for (size_t i = 0; i < nu; i++) ex->scount[own[i] = owner_(t, rs->keys[i], P)]++;
-    displs_(ex->scount, ex->sdispl, P);
-    ex->skeys = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
-    ex->sperm = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
+    memset(p->scount, 0, P * sizeof(int));
+    for (size_t i = 0; i < nu; i++) {
+        int l = ROWKEY_LAYER(rs->keys[i]);
+        p->scount[own[i] = shard_row_owner(ROWKEY_ROW(rs->keys[i]), t->rows[l], P)]++;
+    }
+    displs_(p->scount, p->sdispl, P);
+    p->skeys = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
+    p->sperm = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
     int* fill = callocCheck(P, sizeof(int));
     for (size_t i = 0; i < nu; i++) {
-        int64_t j = ex->sdispl[own[i]] + fill[own[i]]++;
-        ex->skeys[j] = rs->keys[i];
-        ex->sperm[j] = (int64_t)i;
+        int64_t j = p->sdispl[own[i]] + fill[own[i]]++;
+        p->skeys[j] = rs->keys[i];
+        p->sperm[j] = (int64_t)i;
     }
     free(fill);
     free(own);
-    // counts, then keys
-    mpiCheck(MPI_Alltoall(ex->scount, 1, MPI_INT, ex->rcount, 1, MPI_INT, ex->comm->comm));
-    ex->n_recv = displs_(ex->rcount, ex->rdispl, P);
-    ex->rkeys = mallocCheck((size_t)(ex->n_recv ? ex->n_recv : 1) * sizeof(int64_t));
-    mpiCheck(MPI_Alltoallv(ex->skeys, ex->scount, ex->sdispl, MPI_INT64_T, ex->rkeys, ex->rcount, ex->rdispl,
-                           MPI_INT64_T, ex->comm->comm));
-    // owner side: the distinct rows asked of this rank, and where each request's gradient goes
-    ex->own_inv = mallocCheck((size_t)(ex->n_recv ? ex->n_recv : 1) * sizeof(int64_t));
-    ex->n_own = keys_dedup(ex->rkeys, (size_t)ex->n_recv, &ex->own_keys, ex->own_inv);
-    ex->srows = mallocCheck((nu ? nu : 1) * ex->Dh * sizeof(float));
-    ex->rrows = mallocCheck((size_t)(ex->n_recv ? ex->n_recv : 1) * ex->Dh * sizeof(float));
-    ex->own_grads = mallocCheck((size_t)(ex->n_own ? ex->n_own : 1) * ex->Dh * sizeof(float));
-    // figures: what crossed the wire (a rank's requests to itself are local copies)
-    ex->st.lookups = (int64_t)rs->n_layers * rs->n_pos;
-    ex->st.unique = rs->n_unique;
-    ex->st.remote = rs->n_unique - ex->scount[me];
-    ex->st.served = ex->n_recv - ex->rcount[me];
-    ex->st.bytes_sent = (int64_t)(P - 1) * sizeof(int) + ex->st.remote * (int64_t)sizeof(int64_t);
-    ex->st.bytes_recv = (int64_t)(P - 1) * sizeof(int) + ex->st.served * (int64_t)sizeof(int64_t);
+    mpiCheck(MPI_Ialltoall(p->scount, 1, MPI_INT, p->rcount, 1, MPI_INT, ex->comm->comm, &p->req));
+    p->stage = 1;
+}
+
+/* Stages 2 and 3, each once its messages are in. With wait, block until the plan is ready. */
+static void plan_advance_(Exchange* ex, ExchangePlan* p, int wait) {
+    while (p->stage == 1 || p->stage == 2) {
+        int done = 0;
+        if (wait) mpiCheck(MPI_Wait(&p->req, MPI_STATUS_IGNORE)), done = 1;
+        else mpiCheck(MPI_Test(&p->req, &done, MPI_STATUS_IGNORE));
+        if (!done) return;
+        if (p->stage == 1) {   // counts in: post the keys
+            p->n_recv = displs_(p->rcount, p->rdispl, ex->comm->size);
+            p->rkeys = mallocCheck((size_t)(p->n_recv ? p->n_recv : 1) * sizeof(int64_t));
+            mpiCheck(MPI_Ialltoallv(p->skeys, p->scount, p->sdispl, MPI_INT64_T, p->rkeys, p->rcount, p->rdispl,
+                                    MPI_INT64_T, ex->comm->comm, &p->req));
+            p->stage = 2;
+        } else {               // keys in: the distinct rows asked of this rank, and where each request's gradient goes
+            p->own_inv = mallocCheck((size_t)(p->n_recv ? p->n_recv : 1) * sizeof(int64_t));
+            p->n_own = keys_dedup(p->rkeys, (size_t)p->n_recv, &p->own_keys, p->own_inv);
+            p->stage = 3;
+        }
+    }
+}
+
+/* Make plan[cur] this step's: buffers sized for it, figures of what will cross the wire. */
+static void plan_activate_(Exchange* ex) {
+    const ExchangePlan* p = &ex->plan[ex->cur];
+    const int me = ex->comm->rank, P = ex->comm->size;
+    size_t Dh = (size_t)ex->Dh;
+    ex->srows = reallocCheck(ex->srows, ((size_t)p->n_unique + 1) * Dh * sizeof(float));
+    ex->rrows = reallocCheck(ex->rrows, ((size_t)p->n_recv + 1) * Dh * sizeof(float));
+    ex->own_grads = reallocCheck(ex->own_grads, ((size_t)p->n_own + 1) * Dh * sizeof(float));
+    ex->n_own = p->n_own;
+    ex->own_keys = p->own_keys;
+    // a rank's requests to itself are local copies, not wire traffic
+    ExchangeStats* st = &ex->st;
+    st->lookups = p->lookups;
+    st->unique = p->n_unique;
+    st->remote = p->n_unique - p->scount[me];
+    st->served = p->n_recv - p->rcount[me];
+    st->bytes_sent = (int64_t)(P - 1) * sizeof(int) + st->remote * (int64_t)sizeof(int64_t);
+    st->bytes_recv = (int64_t)(P - 1) * sizeof(int) + st->served * (int64_t)sizeof(int64_t);
+}
+
+void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t) {
+    double t0 = engram_now();
+    ExchangePlan* p = &ex->plan[ex->cur];
+    plan_begin_(ex, p, rs, t);
+    plan_advance_(ex, p, 1);
+    plan_activate_(ex);
+    ex->st.seconds = engram_now() - t0;
+}
+
+void exchange_plan_next(Exchange* ex, const RowSet* rs, const EngramTables* t) {
+    double t0 = engram_now();
+    plan_begin_(ex, &ex->plan[1 - ex->cur], rs, t);
     ex->st.seconds += engram_now() - t0;
+}
+
+void exchange_progress(Exchange* ex) {
+    double t0 = engram_now();
+    plan_advance_(ex, &ex->plan[1 - ex->cur], 0);
+    ex->st.seconds += engram_now() - t0;
+}
+
+void exchange_use_next(Exchange* ex) {
+    double t0 = engram_now();
+    ExchangePlan* p = &ex->plan[1 - ex->cur];
+    if (p->stage == 0) engram_die("this is a bug: no prefetched plan", "exchange_use_next without exchange_plan_next");
+    plan_advance_(ex, p, 1);
+    ex->cur = 1 - ex->cur;
+    plan_activate_(ex);
+    ex->st.seconds = engram_now() - t0;
 }
 
 void exchange_forward(Exchange* ex, const EngramTables* t, float* unique_rows) {
     double t0 = engram_now();
+    const ExchangePlan* p = &ex->plan[ex->cur];
     const size_t Dh = (size_t)ex->Dh;
-    tables_gather_local(t, ex->rkeys, ex->n_recv, ex->rrows);   // owners copy the rows asked of them
-    mpiCheck(MPI_Alltoallv(ex->rrows, ex->rcount, ex->rdispl, ex->row_t, ex->srows, ex->scount, ex->sdispl, ex->row_t,
+    tables_gather_local(t, p->rkeys, p->n_recv, ex->rrows);   // owners copy the rows asked of them
+    mpiCheck(MPI_Alltoallv(ex->rrows, p->rcount, p->rdispl, ex->row_t, ex->srows, p->scount, p->sdispl, ex->row_t,
                            ex->comm->comm));
 #pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < ex->n_unique; j++)
-        memcpy(unique_rows + (size_t)ex->sperm[j] * Dh, ex->srows + (size_t)j * Dh, Dh * sizeof(float));
+    for (int64_t j = 0; j < p->n_unique; j++)
+        memcpy(unique_rows + (size_t)p->sperm[j] * Dh, ex->srows + (size_t)j * Dh, Dh * sizeof(float));
     int64_t row_bytes = (int64_t)(Dh * sizeof(float));
     ex->st.bytes_sent += ex->st.served * row_bytes;
     ex->st.bytes_recv += ex->st.remote * row_bytes;
@@ -115,17 +178,18 @@ void exchange_forward(Exchange* ex, const EngramTables* t, float* unique_rows) {
 
 void exchange_backward(Exchange* ex, const float* unique_grads) {
     double t0 = engram_now();
+    const ExchangePlan* p = &ex->plan[ex->cur];
     const size_t Dh = (size_t)ex->Dh;
 #pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < ex->n_unique; j++)
-        memcpy(ex->srows + (size_t)j * Dh, unique_grads + (size_t)ex->sperm[j] * Dh, Dh * sizeof(float));
+    for (int64_t j = 0; j < p->n_unique; j++)
+        memcpy(ex->srows + (size_t)j * Dh, unique_grads + (size_t)p->sperm[j] * Dh, Dh * sizeof(float));
     // the forward's split tables in reverse: what this rank received then, it sends back now
-    mpiCheck(MPI_Alltoallv(ex->srows, ex->scount, ex->sdispl, ex->row_t, ex->rrows, ex->rcount, ex->rdispl, ex->row_t,
+    mpiCheck(MPI_Alltoallv(ex->srows, p->scount, p->sdispl, ex->row_t, ex->rrows, p->rcount, p->rdispl, ex->row_t,
                            ex->comm->comm));
     // rrows is grouped by asking rank, ascending: summing in buffer order sums in rank order
-    memset(ex->own_grads, 0, (size_t)ex->n_own * Dh * sizeof(float));
-    for (int64_t i = 0; i < ex->n_recv; i++) {
-        float* g = ex->own_grads + (size_t)ex->own_inv[i] * Dh;
+    memset(ex->own_grads, 0, (size_t)p->n_own * Dh * sizeof(float));
+    for (int64_t i = 0; i < p->n_recv; i++) {
+        float* g = ex->own_grads + (size_t)p->own_inv[i] * Dh;
         const float* c = ex->rrows + (size_t)i * Dh;
         for (size_t j = 0; j < Dh; j++) g[j] += c[j];
     }

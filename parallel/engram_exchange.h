@@ -30,33 +30,52 @@ typedef struct {
     double seconds;         // time inside the exchange calls this step
 } ExchangeStats;
 
+/* Who asks whom for which rows, for one step. Built in stages so that the next step's plan can be
+ * posted with nonblocking MPI while this step computes (ARCHITECTURE.md §2). */
 typedef struct {
-    const Comm* comm;
-    int Dh;
-    MPI_Datatype row_t;     // Dh floats
+    int stage;              // 0 empty, 1 counts posted, 2 keys posted, 3 ready
+    MPI_Request req;
     int64_t n_unique;       // this rank's unique keys
+    int64_t lookups;        // lookups before dedup
     int *scount, *sdispl;   // [P] keys this rank asks each owner for
     int *rcount, *rdispl;   // [P] keys each rank asks this rank for
     int64_t n_recv;         // Σ rcount
     int64_t* skeys;         // [n_unique] unique keys grouped by owner (key order within an owner)
     int64_t* sperm;         // [n_unique] skeys[j] is unique key sperm[j] of the RowSet
     int64_t* rkeys;         // [n_recv] keys asked of this rank, grouped by asking rank
-    float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order
-    float* rrows;           // [n_recv, Dh] rows served / gradient contributions received
     int64_t n_own;          // distinct keys among rkeys: the rows this rank updates
     int64_t* own_keys;      // [n_own] sorted
     int64_t* own_inv;       // [n_recv] index into own_keys
+} ExchangePlan;
+
+typedef struct {
+    const Comm* comm;
+    int Dh;
+    MPI_Datatype row_t;     // Dh floats
+    ExchangePlan plan[2];   // this step's and the next step's
+    int cur;                // plan[cur] is this step's
+    float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order
+    float* rrows;           // [n_recv, Dh] rows served / gradient contributions received
     float* own_grads;       // [n_own, Dh] summed in rank order
-    ExchangeStats st;
+    int64_t n_own;          // = plan[cur].n_own, for the optimizer
+    int64_t* own_keys;      // = plan[cur].own_keys
+    ExchangeStats st;       // figures of this step
 } Exchange;
 
 void exchange_init(Exchange* ex, const Comm* comm, int Dh);
 void exchange_free(Exchange* ex);
-/* Counts and keys for the rows of rs (tables give the row counts, hence the owners). */
+/* Blocking: this step's counts and keys for the rows of rs (tables give the owners). */
 void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t);
-/* Rows of every unique key of rs into unique_rows [n_unique, Dh], in rs->keys order. */
+/* Nonblocking: post the NEXT step's counts (keys follow from exchange_progress). */
+void exchange_plan_next(Exchange* ex, const RowSet* rs, const EngramTables* t);
+/* Advance the next step's plan if its messages arrived; cheap, call it between pieces of work. */
+void exchange_progress(Exchange* ex);
+/* Finish the next step's plan and make it this step's (at the start of that step). */
+void exchange_use_next(Exchange* ex);
+/* Rows of every unique key into unique_rows [n_unique, Dh], in RowSet key order. Reads the
+ * tables now: call it after the previous step's update, so prefetching never makes rows stale. */
 void exchange_forward(Exchange* ex, const EngramTables* t, float* unique_rows);
-/* unique_grads [n_unique, Dh] (rs->keys order) → own_keys / own_grads on the owners. */
+/* unique_grads [n_unique, Dh] (RowSet key order) → own_keys / own_grads on the owners. */
 void exchange_backward(Exchange* ex, const float* unique_grads);
 
 #endif

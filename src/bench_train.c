@@ -51,10 +51,10 @@ int bench_train_main(int argc, char** argv) {
     for (int b = 0; b < B; b++) memcpy(y + (size_t)b * T, x + (size_t)b * (T + 1) + 1, (size_t)T * sizeof(int32_t));
     Trainer tr;
     trainer_init(&tr, &c, B, (uint64_t)c.run.seed, NULL);
-    for (int s = 0; s < warmup; s++) trainer_step(&tr, x, y);
+    for (int s = 0; s < warmup; s++) trainer_step(&tr, x, y, NULL);
     ops_gemm_seconds = 0.0;
     double t0 = engram_now(), loss = 0;
-    for (int s = 0; s < steps; s++) loss = trainer_step(&tr, x, y);
+    for (int s = 0; s < steps; s++) loss = trainer_step(&tr, x, y, NULL);
     double dt = engram_now() - t0;
     int threads = 1;
 #ifdef _OPENMP

@@ -23,6 +23,7 @@ void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm
     int ne = m->hash.n_layers;
     size_t per = (size_t)B * m->T * m->Ein;
     tr->cids = mallocCheck(((size_t)B * m->T + 1) * sizeof(int64_t));
+    tr->x_next = mallocCheck(((size_t)B * m->T + 1) * sizeof(int32_t));
     tr->e = callocCheck(ne * per + 1, sizeof(float));
     tr->de = callocCheck(ne * per + 1, sizeof(float));
     tr->e_ptr = callocCheck(ne + 1, sizeof(float*));
@@ -42,6 +43,8 @@ void trainer_free(Trainer* tr) {
         if (tr->comm) exchange_free(&tr->ex);
     }
     rowset_free(&tr->rows);
+    rowset_free(&tr->rows_next);
+    free(tr->x_next);
     free(tr->cids);
     free(tr->e);
     free(tr->de);
@@ -51,21 +54,51 @@ void trainer_free(Trainer* tr) {
     model_free(&tr->model);
 }
 
-/* Hash the batch and bring in its rows: from the owners, or from the local tables. */
+/* Compress x [B,T] to V' (negative ids pass through, spec/ENGRAM.md §2.3; identity without a
+ * tokenizer) and hash and dedup it into rs. */
+static void hash_batch_(Trainer* tr, const int32_t* x, RowSet* rs) {
+    Model* m = &tr->model;
+    size_t BT = (size_t)m->B * m->T;
+    for (size_t i = 0; i < BT; i++) tr->cids[i] = tr->lookup && x[i] >= 0 ? tr->lookup[x[i]] : x[i];
+    rowset_free(rs);
+    rowset_build(rs, &m->hash, tr->cids, m->B, m->T);
+}
+
+/* Post the next step's hashing and plan. */
+static void prefetch_(Trainer* tr, const int32_t* x_next) {
+    Model* m = &tr->model;
+    if (m->hash.n_layers == 0) return;
+    memcpy(tr->x_next, x_next, (size_t)m->B * m->T * sizeof(int32_t));
+    hash_batch_(tr, x_next, &tr->rows_next);
+    if (tr->comm) exchange_plan_next(&tr->ex, &tr->rows_next, &tr->tables);
+    tr->prefetched = 1;
+}
+
+/* Let the next step's plan advance (no-op without a prefetch). */
+static void progress_(Trainer* tr) {
+    if (tr->comm && tr->prefetched && tr->model.hash.n_layers) exchange_progress(&tr->ex);
+}
+
+/* Hash the batch (or take the prefetched hashing) and bring in its rows: from the owners, or from
+ * the local tables. */
 static void gather_rows_(Trainer* tr, const int32_t* x) {
     Model* m = &tr->model;
     if (m->hash.n_layers == 0) return;
-    size_t BT = (size_t)m->B * m->T;
-    // compression to V' (negative ids pass through, spec/ENGRAM.md §2.3); identity without a tokenizer
-    for (size_t i = 0; i < BT; i++) tr->cids[i] = tr->lookup && x[i] >= 0 ? tr->lookup[x[i]] : x[i];
-    rowset_free(&tr->rows);
-    rowset_build(&tr->rows, &m->hash, tr->cids, m->B, m->T);
-    if (tr->comm) {
-        exchange_plan(&tr->ex, &tr->rows, &tr->tables);
-        exchange_forward(&tr->ex, &tr->tables, tr->uniq);
+    if (tr->prefetched) {
+        if (memcmp(tr->x_next, x, (size_t)m->B * m->T * sizeof(int32_t)) != 0)
+            engram_die("the batch given to trainer_step must be the one given to trainer_prefetch",
+                       "prefetched batch differs from the step's batch");
+        RowSet t = tr->rows;
+        tr->rows = tr->rows_next;
+        tr->rows_next = t;
+        if (tr->comm) exchange_use_next(&tr->ex);
+        tr->prefetched = 0;
     } else {
-        tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
+        hash_batch_(tr, x, &tr->rows);
+        if (tr->comm) exchange_plan(&tr->ex, &tr->rows, &tr->tables);
     }
+    if (tr->comm) exchange_forward(&tr->ex, &tr->tables, tr->uniq);
+    else tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
     rowset_expand(&tr->rows, tr->uniq, tr->tables.Dh, tr->e);
 }
 
@@ -101,7 +134,6 @@ static double reduce_forward_stats_(Trainer* tr, double ce_sum) {
 
 static double forward_(Trainer* tr, const int32_t* x, const int32_t* y) {
     Model* m = &tr->model;
-    gather_rows_(tr, x);
     double ce_sum = model_forward(m, x, y, tr->e_ptr);
     ce_sum = reduce_forward_stats_(tr, ce_sum);
     tr->ce = ce_sum / tr->n_tok_glob;
@@ -110,7 +142,11 @@ static double forward_(Trainer* tr, const int32_t* x, const int32_t* y) {
     return tr->loss;
 }
 
-double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y) { return forward_(tr, x, y); }
+double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y) {
+    if (tr->prefetched) engram_die("finish the prefetched step first", "trainer_loss while a step is prefetched");
+    gather_rows_(tr, x);
+    return forward_(tr, x, y);
+}
 
 /* Row gradients to their owners; returns Σ g² over the rows this rank updates. Leaves the keys
  * and summed gradients this rank updates in *keys, *grads. */
@@ -125,13 +161,18 @@ static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads,
     return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);
 }
 
-double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y) {
+double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32_t* x_next) {
     Model* m = &tr->model;
     const Config* c = m->cfg;
     double t0 = engram_now();
+    gather_rows_(tr, x);
+    if (x_next) prefetch_(tr, x_next);
     double loss = forward_(tr, x, y);
+    progress_(tr);
     model_backward(m, tr->n_tok_glob, tr->de_ptr);
+    progress_(tr);
     tr->t_allreduce = tr->comm ? grad_sync_dense(tr->comm, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
+    progress_(tr);
     double ss_dense = optim_sumsq(m->grads, m->tt.dense_numel), ss_rows = 0;
     const int64_t* keys = NULL;
     const float* grads = NULL;

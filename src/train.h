@@ -27,6 +27,9 @@ typedef struct {
     const int32_t* lookup;   // [V] original → compressed id (Compression.lookup); NULL = identity
     EngramTables tables;
     RowSet rows;             // rows of the current step
+    RowSet rows_next;        // rows of the prefetched next step
+    int32_t* x_next;         // [B,T] the prefetched batch (checked against the next step's)
+    int prefetched;
     int64_t* cids;           // [B,T] compressed ids of the current batch
     float* e;                // [n_engram, B,T,Ein] gathered rows
     float* de;               // [n_engram, B,T,Ein] their gradients
@@ -47,8 +50,11 @@ typedef struct {
 void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm);
 void trainer_free(Trainer* tr);
 /* One optimizer step on this rank's x, y [B,T]; returns the global loss (CE mean over all ranks'
- * tokens + aux) before the update. All ranks call it together. */
-double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y);
+ * tokens + aux) before the update. All ranks call it together. x_next (may be NULL) is the next
+ * step's batch: its hashing, dedup and the counts/keys exchange are posted during this step and
+ * progress while it computes; its rows are read at the start of the next step, after this step's
+ * update, so results are exactly those without it. The next call must then pass x = x_next. */
+double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32_t* x_next);
 /* Forward only: loss of x, y [B,T] (CE mean + aux), no update. */
 double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y);
 

@@ -7,7 +7,8 @@
  *     wire bytes = counts + 8·remote keys + 2·row bytes·(remote + served) each way;
  * and rank 0 writes the losses, the dense parameters and the gathered Engram tables to OUT.
  *   usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner]
- *                     [key=value ...]
+ *                     [--prefetch] [key=value ...]
+ * --prefetch hands each step the next batch, so its hashing and counts/keys exchange overlap.
  *          train_dump --compare CONFIG A B TOL    per-tensor max|Δ| ≤ TOL·max|A|, losses ≤ TOL rel
  * TOL 0 asks for bit-identical files.
  */
@@ -65,7 +66,7 @@ static int check_wire_(Trainer* tr, const Comm* w) {
         }
     int idle = 0;
     for (int o = 0; o < P; o++) idle += !asked[o];
-    if (!asked[w->rank]) EXPECT(ex->n_recv == 0 && ex->n_own == 0, "rank %d owns no asked row but received requests", w->rank);
+    if (!asked[w->rank]) EXPECT(ex->plan[ex->cur].n_recv == 0 && ex->n_own == 0, "rank %d owns no asked row but received requests", w->rank);
     free(asked);
     int64_t row = (int64_t)tr->tables.Dh * 4;
     int64_t sent = (int64_t)(P - 1) * 4 + remote * 8 + (served + remote) * row;
@@ -105,11 +106,12 @@ static int run_(int argc, char** argv) {
     comm_init(&w, &argc, &argv);
     const char* cfg_path = argv[1];
     const char* out = argv[2];
-    int kind = DATA_RANDOM, n_over = 0, reverse = 0, expect_idle = 0;
+    int kind = DATA_RANDOM, n_over = 0, reverse = 0, expect_idle = 0, prefetch = 0;
     char** over = callocCheck(argc, sizeof(char*));
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--reverse")) reverse = 1;   // same batch, sequences in reverse order
         else if (!strcmp(argv[i], "--expect-idle-owner")) expect_idle = 1;
+        else if (!strcmp(argv[i], "--prefetch")) prefetch = 1;   // overlap the next step's plan
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) {
             i++;
             kind = !strcmp(argv[i], "repeat") ? DATA_REPEAT : !strcmp(argv[i], "random") ? DATA_RANDOM : DATA_PATTERN;
@@ -128,12 +130,23 @@ static int run_(int argc, char** argv) {
     int32_t* y = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
     double* losses = callocCheck(steps, sizeof(double));
     int idle_steps = 0;
+    int32_t* xn = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
+    int32_t* yn = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
+    batch_(x, y, 0, T, V, kind, first, count, reverse);
     for (int s = 0; s < steps; s++) {
-        batch_(x, y, s, T, V, kind, first, count, reverse);
-        losses[s] = trainer_step(&tr, x, y);
+        int more = prefetch && s + 1 < steps;   // with --prefetch the next batch is announced
+        if (more) batch_(xn, yn, s + 1, T, V, kind, first, count, reverse);
+        losses[s] = trainer_step(&tr, x, y, more ? xn : NULL);
         EXPECT(grad_sync_replicas_equal(&w, tr.model.params, tr.model.tt.dense_numel), "step %d: parameters differ across ranks", s);
         if (tr.model.hash.n_layers) idle_steps += check_wire_(&tr, &w) > 0;
+        if (more) {
+            int32_t* t = x; x = xn; xn = t;
+            t = y; y = yn; yn = t;
+        } else if (s + 1 < steps) {
+            batch_(x, y, s + 1, T, V, kind, first, count, reverse);
+        }
     }
+    free(xn), free(yn);
     EXPECT(!expect_idle || idle_steps == steps, "expected a rank owning no asked row at every step (%d of %d steps)",
            idle_steps, steps);
     size_t n_tab = 0;
@@ -217,7 +230,7 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
 int main(int argc, char** argv) {
     if (argc >= 6 && !strcmp(argv[1], "--compare")) return compare_(argv[2], argv[3], argv[4], atof(argv[5]));
     if (argc < 3) {
-        fprintf(stderr, "usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner] [key=value ...]\n"
+        fprintf(stderr, "usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner] [--prefetch] [key=value ...]\n"
                         "       train_dump --compare CONFIG A B TOL\n");
         return 2;
     }

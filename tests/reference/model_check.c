@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
     trainer_init(&tr, &c, B, 1, NULL);
     load_params_(&tr, f);
     for (int s = 0; s < steps; s++) {
-        double l = trainer_step(&tr, x, y);
+        double l = trainer_step(&tr, x, y, NULL);
         check_(fabs(l - ref_losses[s]) <= 1e-4 * fabs(ref_losses[s]), "step %2d loss %.7f  ref %.7f  (rel %.1e)", s, l,
                ref_losses[s], fabs(l - ref_losses[s]) / fabs(ref_losses[s]));
     }
