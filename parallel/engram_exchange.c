@@ -22,8 +22,8 @@ static void plan_alloc_(ExchangePlan* p, int P) {
 
 /* Drop the per-step arrays (the [P] count arrays stay). */
 static void plan_clear_(ExchangePlan* p) {
-    free(p->skeys), free(p->sperm), free(p->rkeys), free(p->own_keys), free(p->own_inv);
-    p->skeys = p->sperm = p->rkeys = p->own_keys = p->own_inv = NULL;
+    free(p->skeys), free(p->spos), free(p->rkeys), free(p->own_keys), free(p->own_inv);
+    p->skeys = p->spos = p->rkeys = p->own_keys = p->own_inv = NULL;
     p->stage = 0;
 }
 
@@ -43,6 +43,9 @@ void exchange_free(Exchange* ex) {
         plan_clear_(p);
         free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl);
     }
+    if (ex->tab)
+        for (int l = 0; l < ex->tab->n_layers; l++) free(ex->stamp[l]), free(ex->slot[l]);
+    free(ex->stamp), free(ex->slot);
     MPI_Type_free(&ex->row_t);
     free(ex->srows), free(ex->rrows), free(ex->own_grads);
     memset(ex, 0, sizeof *ex);
@@ -63,6 +66,16 @@ static int64_t displs_(const int* count, int* displ, int P) {
  * and post the counts. */
 static void plan_begin_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
     const int P = ex->comm->size;
+    if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing)
+        ex->tab = t;
+        ex->stamp = callocCheck(t->n_layers, sizeof(int64_t*));
+        ex->slot = callocCheck(t->n_layers, sizeof(int64_t*));
+        for (int l = 0; l < t->n_layers; l++) {
+            ex->stamp[l] = mallocCheck(((size_t)t->local[l] + 1) * sizeof(int64_t));
+            ex->slot[l] = mallocCheck(((size_t)t->local[l] + 1) * sizeof(int64_t));
+            for (int64_t r = 0; r < t->local[l]; r++) ex->stamp[l][r] = -1;
+        }
+    }
     plan_clear_(p);
     p->n_unique = rs->n_unique;
     p->lookups = (int64_t)rs->n_layers * rs->n_pos;
@@ -75,17 +88,41 @@ static void plan_begin_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const E
     }
     displs_(p->scount, p->sdispl, P);
     p->skeys = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
-    p->sperm = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
+    p->spos = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
     int* fill = callocCheck(P, sizeof(int));
     for (size_t i = 0; i < nu; i++) {
         int64_t j = p->sdispl[own[i]] + fill[own[i]]++;
         p->skeys[j] = rs->keys[i];
-        p->sperm[j] = (int64_t)i;
+        p->spos[i] = j;
     }
     free(fill);
     free(own);
     mpiCheck(MPI_Ialltoall(p->scount, 1, MPI_INT, p->rcount, 1, MPI_INT, ex->comm->comm, &p->req));
     p->stage = 1;
+}
+
+/* The distinct rows among the keys asked of this rank, in order of first request, found through
+ * per-row stamps: O(requests), no sort. */
+static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
+    const EngramTables* t = ex->tab;
+    int64_t stamp = ex->plans++;
+    size_t n = (size_t)p->n_recv;
+    p->own_inv = mallocCheck((n ? n : 1) * sizeof(int64_t));
+    p->own_keys = mallocCheck((n ? n : 1) * sizeof(int64_t));
+    p->n_own = 0;
+    for (size_t i = 0; i < n; i++) {
+        int l = ROWKEY_LAYER(p->rkeys[i]);
+        int64_t r = ROWKEY_ROW(p->rkeys[i]) - t->first[l];
+        if (r < 0 || r >= t->local[l])
+            engram_die("this is a bug: a rank was asked for a row it does not own", "row %lld of layer %d",
+                       (long long)ROWKEY_ROW(p->rkeys[i]), l);
+        if (ex->stamp[l][r] != stamp) {
+            ex->stamp[l][r] = stamp;
+            ex->slot[l][r] = p->n_own;
+            p->own_keys[p->n_own++] = p->rkeys[i];
+        }
+        p->own_inv[i] = ex->slot[l][r];
+    }
 }
 
 /* Stages 2 and 3, each once its messages are in. With wait, block until the plan is ready. */
@@ -102,8 +139,7 @@ static void plan_advance_(Exchange* ex, ExchangePlan* p, int wait) {
                                     MPI_INT64_T, ex->comm->comm, &p->req));
             p->stage = 2;
         } else {               // keys in: the distinct rows asked of this rank, and where each request's gradient goes
-            p->own_inv = mallocCheck((size_t)(p->n_recv ? p->n_recv : 1) * sizeof(int64_t));
-            p->n_own = keys_dedup(p->rkeys, (size_t)p->n_recv, &p->own_keys, p->own_inv);
+            owner_dedup_(ex, p);
             p->stage = 3;
         }
     }
@@ -160,29 +196,24 @@ void exchange_use_next(Exchange* ex) {
     ex->st.seconds = engram_now() - t0;
 }
 
-void exchange_forward(Exchange* ex, const EngramTables* t, float* unique_rows) {
+const int64_t* exchange_positions(const Exchange* ex) { return ex->plan[ex->cur].spos; }
+
+void exchange_forward(Exchange* ex, const EngramTables* t) {
     double t0 = engram_now();
     const ExchangePlan* p = &ex->plan[ex->cur];
-    const size_t Dh = (size_t)ex->Dh;
     tables_gather_local(t, p->rkeys, p->n_recv, ex->rrows);   // owners copy the rows asked of them
     mpiCheck(MPI_Alltoallv(ex->rrows, p->rcount, p->rdispl, ex->row_t, ex->srows, p->scount, p->sdispl, ex->row_t,
                            ex->comm->comm));
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < p->n_unique; j++)
-        memcpy(unique_rows + (size_t)p->sperm[j] * Dh, ex->srows + (size_t)j * Dh, Dh * sizeof(float));
-    int64_t row_bytes = (int64_t)(Dh * sizeof(float));
+    int64_t row_bytes = (int64_t)ex->Dh * (int64_t)sizeof(float);
     ex->st.bytes_sent += ex->st.served * row_bytes;
     ex->st.bytes_recv += ex->st.remote * row_bytes;
     ex->st.seconds += engram_now() - t0;
 }
 
-void exchange_backward(Exchange* ex, const float* unique_grads) {
+void exchange_backward(Exchange* ex) {
     double t0 = engram_now();
     const ExchangePlan* p = &ex->plan[ex->cur];
     const size_t Dh = (size_t)ex->Dh;
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < p->n_unique; j++)
-        memcpy(ex->srows + (size_t)j * Dh, unique_grads + (size_t)p->sperm[j] * Dh, Dh * sizeof(float));
     // the forward's split tables in reverse: what this rank received then, it sends back now
     mpiCheck(MPI_Alltoallv(ex->srows, p->scount, p->sdispl, ex->row_t, ex->rrows, p->rcount, p->rdispl, ex->row_t,
                            ex->comm->comm));

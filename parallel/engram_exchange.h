@@ -41,10 +41,10 @@ typedef struct {
     int *rcount, *rdispl;   // [P] keys each rank asks this rank for
     int64_t n_recv;         // Σ rcount
     int64_t* skeys;         // [n_unique] unique keys grouped by owner (key order within an owner)
-    int64_t* sperm;         // [n_unique] skeys[j] is unique key sperm[j] of the RowSet
+    int64_t* spos;          // [n_unique] unique key u of the RowSet is skeys[spos[u]]
     int64_t* rkeys;         // [n_recv] keys asked of this rank, grouped by asking rank
     int64_t n_own;          // distinct keys among rkeys: the rows this rank updates
-    int64_t* own_keys;      // [n_own] sorted
+    int64_t* own_keys;      // [n_own] in order of first request (deterministic)
     int64_t* own_inv;       // [n_recv] index into own_keys
 } ExchangePlan;
 
@@ -54,7 +54,12 @@ typedef struct {
     MPI_Datatype row_t;     // Dh floats
     ExchangePlan plan[2];   // this step's and the next step's
     int cur;                // plan[cur] is this step's
-    float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order
+    const EngramTables* tab;   // the local tables (row ranges), set by the first plan
+    int64_t** stamp;        // [n_layers] → [local rows] plan number that last saw the row
+    int64_t** slot;         // [n_layers] → [local rows] its index in own_keys for that plan
+    int64_t plans;          // plans made so far (the stamp of the newest)
+    float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order:
+                            // the model reads and writes them in place through plan.spos
     float* rrows;           // [n_recv, Dh] rows served / gradient contributions received
     float* own_grads;       // [n_own, Dh] summed in rank order
     int64_t n_own;          // = plan[cur].n_own, for the optimizer
@@ -72,10 +77,12 @@ void exchange_plan_next(Exchange* ex, const RowSet* rs, const EngramTables* t);
 void exchange_progress(Exchange* ex);
 /* Finish the next step's plan and make it this step's (at the start of that step). */
 void exchange_use_next(Exchange* ex);
-/* Rows of every unique key into unique_rows [n_unique, Dh], in RowSet key order. Reads the
+/* Rows of every unique key into ex->srows (key u at row exchange_positions(ex)[u]). Reads the
  * tables now: call it after the previous step's update, so prefetching never makes rows stale. */
-void exchange_forward(Exchange* ex, const EngramTables* t, float* unique_rows);
-/* unique_grads [n_unique, Dh] (RowSet key order) → own_keys / own_grads on the owners. */
-void exchange_backward(Exchange* ex, const float* unique_grads);
+void exchange_forward(Exchange* ex, const EngramTables* t);
+/* The gradients the caller left in ex->srows (same positions) → own_keys / own_grads on the owners. */
+void exchange_backward(Exchange* ex);
+/* Where each unique key of this step's RowSet sits in ex->srows. */
+const int64_t* exchange_positions(const Exchange* ex);
 
 #endif

@@ -10,6 +10,8 @@
  * follow. Hashes a 1M-token batch with the default DeepSeek config; returns the exit status. */
 int bench_hash_main(int argc, char** argv);
 int bench_train_main(int argc, char** argv);
+/* `mpirun -np P engram bench exchange CONFIG [k=v ...] [--steps N]` (parallel/bench_exchange.c) */
+int bench_exchange_main(int argc, char** argv);
 
 /* `engram bench tokenize [--tokenizer PATH] [--reps N] [FILE]`: encode MB/s of one text. */
 int bench_tokenize_main(int argc, char** argv);

@@ -16,6 +16,7 @@ static const struct {
     {"hash", bench_hash_main, "hash                           hashing throughput: 2 layers, N=3, H=8, 1M tokens"},
     {"tokenize", bench_tokenize_main, "tokenize [--tokenizer PATH] [--reps N] [FILE]   encode MB/s"},
     {"train", bench_train_main, "train CONFIG [k=v ...] [--steps N] [--warmup N]   single-rank tokens/s, GEMM share"},
+    {"exchange", bench_exchange_main, "exchange CONFIG [k=v ...] [--steps N]   under mpirun: step split, exchange vs plain all-to-all"},
 };
 
 int cmd_bench(int argc, char** argv) {

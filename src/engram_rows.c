@@ -64,18 +64,21 @@ void rowset_free(RowSet* rs) {
     memset(rs, 0, sizeof *rs);
 }
 
-void rowset_expand(const RowSet* rs, const float* unique_rows, int Dh, float* out) {
+void rowset_expand(const RowSet* rs, const float* unique_rows, const int64_t* pos, int Dh, float* out) {
     size_t total = (size_t)rs->n_layers * rs->n_pos;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < total; i++)
-        memcpy(out + i * Dh, unique_rows + (size_t)rs->inverse[i] * Dh, (size_t)Dh * sizeof(float));
+    for (size_t i = 0; i < total; i++) {
+        int64_t u = pos ? pos[rs->inverse[i]] : rs->inverse[i];
+        memcpy(out + i * Dh, unique_rows + (size_t)u * Dh, (size_t)Dh * sizeof(float));
+    }
 }
 
-void rowset_reduce(const RowSet* rs, const float* de, int Dh, float* unique_grads) {
+void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh, float* unique_grads) {
     memset(unique_grads, 0, (size_t)rs->n_unique * Dh * sizeof(float));
     size_t total = (size_t)rs->n_layers * rs->n_pos;
     for (size_t i = 0; i < total; i++) {   // position order: deterministic sums
-        float* g = unique_grads + (size_t)rs->inverse[i] * Dh;
+        int64_t u = pos ? pos[rs->inverse[i]] : rs->inverse[i];
+        float* g = unique_grads + (size_t)u * Dh;
         const float* d = de + i * Dh;
         for (int j = 0; j < Dh; j++) g[j] += d[j];
     }

@@ -53,11 +53,12 @@ void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int
 void tables_fill_normal(EngramTables* t, uint64_t seed, double std);
 void tables_free(EngramTables* t);
 
-/* unique rows [n_unique, Dh] → e per layer [B·T, H_total·Dh] (e[l] = out + l·n_pos·Dh). */
-void rowset_expand(const RowSet* rs, const float* unique_rows, int Dh, float* out);
-/* de per layer [B·T, H_total·Dh] → unique-row gradients [n_unique, Dh] (overwritten), summed in
- * position order so the result is deterministic. */
-void rowset_reduce(const RowSet* rs, const float* de, int Dh, float* unique_grads);
+/* unique rows → e per layer [B·T, H_total·Dh] (e[l] = out + l·n_pos·Dh). Unique key u's row is
+ * at unique_rows[pos[u]] (pos NULL: at u), so rows can stay in the order they arrived in. */
+void rowset_expand(const RowSet* rs, const float* unique_rows, const int64_t* pos, int Dh, float* out);
+/* de per layer [B·T, H_total·Dh] → unique-row gradients [n_unique, Dh] (overwritten; key u's at
+ * pos[u], or u), summed in position order so the result is deterministic. */
+void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh, float* unique_grads);
 /* Single rank: copy the unique keys' rows out of the local tables. */
 void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out);
 

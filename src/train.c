@@ -97,9 +97,13 @@ static void gather_rows_(Trainer* tr, const int32_t* x) {
         hash_batch_(tr, x, &tr->rows);
         if (tr->comm) exchange_plan(&tr->ex, &tr->rows, &tr->tables);
     }
-    if (tr->comm) exchange_forward(&tr->ex, &tr->tables, tr->uniq);
-    else tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
-    rowset_expand(&tr->rows, tr->uniq, tr->tables.Dh, tr->e);
+    if (tr->comm) {   // rows stay where they arrived; the expansion reads them through the positions
+        exchange_forward(&tr->ex, &tr->tables);
+        rowset_expand(&tr->rows, tr->ex.srows, exchange_positions(&tr->ex), tr->tables.Dh, tr->e);
+    } else {
+        tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
+        rowset_expand(&tr->rows, tr->uniq, NULL, tr->tables.Dh, tr->e);
+    }
 }
 
 /* MoE statistics, capacity drops and the CE sum, summed over ranks in one all-reduce. */
@@ -151,11 +155,12 @@ double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y) {
 /* Row gradients to their owners; returns Σ g² over the rows this rank updates. Leaves the keys
  * and summed gradients this rank updates in *keys, *grads. */
 static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads, int64_t* n) {
-    rowset_reduce(&tr->rows, tr->de, tr->tables.Dh, tr->uniq);   // uniq: gradients per unique row
-    if (tr->comm) {
-        exchange_backward(&tr->ex, tr->uniq);
+    if (tr->comm) {   // gradients per unique row, straight into the send buffer
+        rowset_reduce(&tr->rows, tr->de, exchange_positions(&tr->ex), tr->tables.Dh, tr->ex.srows);
+        exchange_backward(&tr->ex);
         *keys = tr->ex.own_keys, *grads = tr->ex.own_grads, *n = tr->ex.n_own;
     } else {
+        rowset_reduce(&tr->rows, tr->de, NULL, tr->tables.Dh, tr->uniq);
         *keys = tr->rows.keys, *grads = tr->uniq, *n = tr->rows.n_unique;
     }
     return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);

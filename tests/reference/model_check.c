@@ -77,7 +77,7 @@ static void check_gradients_(Trainer* tr, hid_t f, const int32_t* x, const int32
     model_backward(m, (double)m->B * m->T, tr->de_ptr);
     const TensorTable* tt = &m->tt;
     float* dense_tab = NULL;
-    if (m->hash.n_layers) rowset_reduce(&tr->rows, tr->de, tr->tables.Dh, tr->uniq);
+    if (m->hash.n_layers) rowset_reduce(&tr->rows, tr->de, NULL, tr->tables.Dh, tr->uniq);
     for (int i = 0; i < tt->n; i++) {
         const TensorInfo* t = &tt->t[i];
         if (t->group != OPT_TABLE) {
