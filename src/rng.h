@@ -38,4 +38,27 @@ static inline uint64_t rng_stream(const char* name) {
     return h;
 }
 
+/* A permutation of [0, n) chosen by (seed, stream), evaluated one index at a time: a 4-round
+ * Feistel network on the smallest even power of two ≥ n, cycle-walking values ≥ n back in. No
+ * table, so shuffling a data set of any size costs nothing up front. */
+static inline uint64_t rng_permute(uint64_t i, uint64_t n, uint64_t seed, uint64_t stream) {
+    if (n <= 1) return 0;
+    int bits = 2;
+    while ((UINT64_C(1) << bits) < n) bits += 2;
+    const int h = bits / 2;
+    const uint64_t mask = (UINT64_C(1) << h) - 1;
+    uint64_t x = i;
+    do {
+        uint64_t l = x >> h, r = x & mask;
+        for (uint64_t round = 0; round < 4; round++) {
+            uint64_t f = rng_u64(seed, stream, (round << 58) ^ r) & mask;
+            uint64_t t = r;
+            r = l ^ f;
+            l = t;
+        }
+        x = (l << h) | r;
+    } while (x >= n);
+    return x;
+}
+
 #endif
