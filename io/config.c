@@ -412,18 +412,9 @@ static int walk_mapping_(Config* c, yaml_document_t* doc, yaml_node_t* map, cons
     return 0;
 }
 
-static int load_file_(Config* c, const char* path, char* err, size_t n) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return errf_(err, n, (Loc){path, 0}, NULL, "cannot open config: %s", strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char* text = mallocCheck((size_t)len + 1);
-    size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
+static int load_text_(Config* c, const unsigned char* text, size_t got, const char* path, char* err, size_t n) {
     yaml_document_t doc;
     int rc = yaml_load_text_(&doc, text, got, path, 0, err, n);
-    free(text);
     if (rc) return -1;
     yaml_node_t* root = yaml_document_get_root_node(&doc);
     char* seen = callocCheck(N_KEYS, 1);
@@ -434,6 +425,20 @@ static int load_file_(Config* c, const char* path, char* err, size_t n) {
                    root->type == YAML_SEQUENCE_NODE ? "list" : "single value");
     free(seen);
     yaml_document_delete(&doc);
+    return rc;
+}
+
+static int load_file_(Config* c, const char* path, char* err, size_t n) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return errf_(err, n, (Loc){path, 0}, NULL, "cannot open config: %s", strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char* text = mallocCheck((size_t)len + 1);
+    size_t got = fread(text, 1, (size_t)len, f);
+    fclose(f);
+    int rc = load_text_(c, text, got, path, err, n);
+    free(text);
     return rc;
 }
 
@@ -576,6 +581,18 @@ int config_load(Config* c, const char* path, int n_overrides, char** overrides, 
         c->path = strdupCheck(path);
         if (load_file_(c, path, err, n)) return -1;
     }
+    for (int i = 0; i < n_overrides; i++)
+        if (override_apply_(c, overrides[i], i + 1, err, n)) return -1;
+    config_resolve_(c);
+    return config_validate(c, err, n);
+}
+
+int config_load_string(Config* c, const char* text, const char* where, int n_overrides, char** overrides, char* err,
+                       size_t n) {
+    config_defaults(c);
+    free(c->path);
+    c->path = strdupCheck(where);
+    if (load_text_(c, (const unsigned char*)text, strlen(text), where, err, n)) return -1;
     for (int i = 0; i < n_overrides; i++)
         if (override_apply_(c, overrides[i], i + 1, err, n)) return -1;
     config_resolve_(c);

@@ -84,6 +84,9 @@ void config_defaults(Config* c);
  * defaults and validate. Returns 0, or -1 with one line in err (no trailing newline). */
 int config_load(Config* c, const char* path, int n_overrides, char** overrides, char* err,
                 size_t errlen);
+/* The same from YAML text (a checkpoint's /config); `where` names it in errors ("FILE:/config"). */
+int config_load_string(Config* c, const char* text, const char* where, int n_overrides, char** overrides, char* err,
+                       size_t errlen);
 /* Apply one more override after loading, then re-validate (used by tools like `engram hash`). */
 int config_override(Config* c, const char* assignment, int position, char* err, size_t errlen);
 int config_validate(Config* c, char* err, size_t errlen);

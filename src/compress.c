@@ -228,6 +228,7 @@ void compress_build_keys(Compression* c, int64_t V, const char* const* decoded, 
                          const char* const* raw) {
     if (V < 0 || V > INT32_MAX) engram_die("vocabularies must have < 2^31 ids", "V = %lld", (long long)V);
     c->V = V;
+    c->tokenizer[0] = c->tokenizer_sha256[0] = '\0';
     c->lookup = mallocCheck((size_t)(V ? V : 1) * sizeof *c->lookup);
     KeyMap_ m;
     keymap_init_(&m, V);

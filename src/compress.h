@@ -19,6 +19,8 @@ typedef struct {
     int64_t V;          // original ids 0..V-1
     int64_t Vc;         // V': distinct keys
     int32_t* lookup;    // [V] original id → compressed id
+    char tokenizer[4096];          // the tokenizer file it was built from ("" without one)
+    char tokenizer_sha256[65];     // that file's sha256 in hex (checkpoints record both)
 } Compression;
 
 /* The normaliser of §2.1 on UTF-8 text; appends the result to out. Invalid UTF-8 input is taken

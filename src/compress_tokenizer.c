@@ -36,6 +36,8 @@ void compress_build(Compression* c, const Tokenizer* tk) {
         raw[i] = tokenizer_token_string(tk, (int32_t)i);
     }
     compress_build_keys(c, V, decoded, dlen, raw);
+    snprintf(c->tokenizer, sizeof c->tokenizer, "%s", tokenizer_path(tk));
+    snprintf(c->tokenizer_sha256, sizeof c->tokenizer_sha256, "%s", tokenizer_sha256(tk));
     free(decoded);
     free(raw);
     free(dlen);

@@ -1,0 +1,266 @@
+/*
+ * checkpoint_layout.c — the dataset list of a checkpoint, attribute helpers, and the checks that
+ * a file is an engram checkpoint with the expected datasets (checkpoint_layout.h).
+ */
+#include "checkpoint_layout.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "checkpoint.h"
+#include "common.h"
+
+void ckpt_errf(char* err, size_t errlen, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static CkSet* push_(CkSet** v, int* n, int* cap) {
+    if (*n == *cap) *v = reallocCheck(*v, (size_t)(*cap = *cap ? 2 * *cap : 64) * sizeof(CkSet));
+    CkSet* s = &(*v)[(*n)++];
+    memset(s, 0, sizeof *s);
+    s->tensor = s->layer = -1;
+    return s;
+}
+
+int ckpt_layout(const Trainer* tr, CkSet** out) {
+    const TensorTable* tt = &tr->model.tt;
+    const NgramHash* nh = &tr->model.hash;
+    CkSet* v = NULL;
+    int n = 0, cap = 0;
+    static const char* dense_dir[3] = {"/params/%s", "/optim/%s/m", "/optim/%s/v"};
+    static const char* table_name[4] = {"table", "m", "v", "row_updates"};
+    for (int i = 0; i < tt->n; i++) {
+        const TensorInfo* t = &tt->t[i];
+        if (t->group != OPT_TABLE) {
+            for (int k = 0; k < 3; k++) {
+                CkSet* s = push_(&v, &n, &cap);
+                snprintf(s->path, sizeof s->path, dense_dir[k], t->name);
+                s->src = (CkSource)(CK_PARAM + k);
+                s->is_float = 1;
+                s->ndim = t->ndim;
+                for (int d = 0; d < t->ndim; d++) s->dims[d] = (hsize_t)t->shape[d];
+                s->tensor = i;
+            }
+            continue;
+        }
+        const int e = t->engram, blk = nh->layer_ids[e];
+        for (int k = 0; k < 4; k++) {
+            CkSet* s = push_(&v, &n, &cap);
+            snprintf(s->path, sizeof s->path, "/engram/layer_%d/%s", blk, table_name[k]);
+            s->src = (CkSource)(CK_TABLE + k);
+            s->is_float = k < 3;
+            s->ndim = k < 3 ? 2 : 1;
+            s->dims[0] = (hsize_t)tr->tables.rows[e];
+            s->dims[1] = (hsize_t)tr->tables.Dh;
+            s->layer = e;
+        }
+        static const char* hash_name[3] = {"multipliers", "table_sizes", "offsets"};
+        for (int k = 0; k < 3; k++) {
+            CkSet* s = push_(&v, &n, &cap);
+            snprintf(s->path, sizeof s->path, "/engram/layer_%d/%s", blk, hash_name[k]);
+            s->src = (CkSource)(CK_MULT + k);
+            s->ndim = 1;
+            s->dims[0] = (hsize_t)(k == 0 ? nh->max_ngram : nh->h_total);
+            s->layer = e;
+        }
+    }
+    *out = v;
+    return n;
+}
+
+/* ---- attributes ------------------------------------------------------------------------------ */
+
+static int attr_write_(hid_t obj, const char* name, hid_t type, hid_t space, const void* v) {
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    return rc < 0 ? -1 : 0;
+}
+
+int ckpt_attr_write_i64(hid_t obj, const char* name, int64_t v) {
+    return attr_write_(obj, name, H5T_NATIVE_INT64, H5Screate(H5S_SCALAR), &v);
+}
+int ckpt_attr_write_u64(hid_t obj, const char* name, uint64_t v) {
+    return attr_write_(obj, name, H5T_NATIVE_UINT64, H5Screate(H5S_SCALAR), &v);
+}
+int ckpt_attr_write_f64s(hid_t obj, const char* name, const double* v, int n) {
+    hsize_t d = (hsize_t)n;
+    return attr_write_(obj, name, H5T_NATIVE_DOUBLE, n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL), v);
+}
+int ckpt_attr_write_str(hid_t obj, const char* name, const char* s) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(s) ? strlen(s) : 1);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    int rc = attr_write_(obj, name, t, H5Screate(H5S_SCALAR), strlen(s) ? s : " ");
+    H5Tclose(t);
+    return rc;
+}
+
+static int attr_read_(hid_t obj, const char* name, hid_t type, void* v) {
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t sp = H5Aget_space(a);
+    hssize_t npts = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    herr_t rc = npts == 1 ? H5Aread(a, type, v) : -1;
+    H5Aclose(a);
+    return rc < 0 ? -1 : 0;
+}
+int ckpt_attr_read_i64(hid_t obj, const char* name, int64_t* v) { return attr_read_(obj, name, H5T_NATIVE_INT64, v); }
+int ckpt_attr_read_u64(hid_t obj, const char* name, uint64_t* v) { return attr_read_(obj, name, H5T_NATIVE_UINT64, v); }
+int ckpt_attr_read_f64(hid_t obj, const char* name, double* v) { return attr_read_(obj, name, H5T_NATIVE_DOUBLE, v); }
+
+char* ckpt_attr_read_str(hid_t obj, const char* name) {
+    if (H5Aexists(obj, name) <= 0) return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    hid_t t = H5Aget_type(a);
+    char* out = NULL;
+    if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) <= 0) {
+        size_t n = H5Tget_size(t);
+        out = callocCheck(n + 1, 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n + 1);   // NUL-terminated in memory
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (H5Aread(a, mt, out) < 0) free(out), out = NULL;
+        H5Tclose(mt);
+    } else if (H5Tget_class(t) == H5T_STRING) {
+        char* s = NULL;
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (H5Aread(a, mt, &s) >= 0 && s) out = strdupCheck(s), H5free_memory(s);
+        H5Tclose(mt);
+    }
+    H5Tclose(t);
+    H5Aclose(a);
+    return out;
+}
+
+/* ---- checks ---------------------------------------------------------------------------------- */
+
+hid_t ckpt_open_checked(const char* file, hid_t fapl, int* version, char* err, size_t errlen) {
+    struct stat sb;
+    if (stat(file, &sb) != 0) {
+        snprintf(err, errlen, "%s: no such checkpoint file", file);
+        return -1;
+    }
+    if (H5Fis_hdf5(file) <= 0) {
+        snprintf(err, errlen, "%s: not an HDF5 file (corrupt, or not a checkpoint)", file);
+        return -1;
+    }
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, fapl);
+    if (f < 0) {
+        snprintf(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt file)", file);
+        return -1;
+    }
+    char* fmt = ckpt_attr_read_str(f, "format");
+    int64_t ver = -1;
+    int ok = fmt && !strcmp(fmt, CHECKPOINT_FORMAT);
+    free(fmt);
+    if (!ok) {
+        snprintf(err, errlen, "%s: not an engram checkpoint (no format=\"%s\" attribute on its root)", file, CHECKPOINT_FORMAT);
+    } else if (ckpt_attr_read_i64(f, "format_version", &ver) || ver < 1) {
+        snprintf(err, errlen, "%s: engram checkpoint without a valid format_version attribute (corrupt file)", file);
+        ok = 0;
+    } else if (ver > CHECKPOINT_FORMAT_VERSION) {
+        snprintf(err, errlen, "%s: checkpoint format version %lld is newer than this engram %s reads (%d); use a newer engram",
+                 file, (long long)ver, ENGRAM_VERSION, CHECKPOINT_FORMAT_VERSION);
+        ok = 0;
+    }
+    if (!ok) {
+        H5Fclose(f);
+        return -1;
+    }
+    if (version) *version = (int)ver;
+    return f;
+}
+
+static void shape_str_(char* out, size_t n, int ndim, const hsize_t* d) {
+    size_t k = (size_t)snprintf(out, n, "[");
+    for (int i = 0; i < ndim && k < n; i++) k += (size_t)snprintf(out + k, n - k, "%s%llu", i ? "," : "", (unsigned long long)d[i]);
+    if (k < n) snprintf(out + k, n - k, "]");
+}
+
+int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* err, size_t errlen) {
+    if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) {
+        snprintf(err, errlen, "%s: /config is missing (corrupt or incomplete checkpoint)", file);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        const CkSet* s = &sets[i];
+        // H5Lexists needs every parent to exist: walk the path
+        char part[sizeof s->path];
+        int present = 1;
+        for (const char* p = s->path + 1; present; p++) {
+            if (*p != '/' && *p) continue;
+            size_t k = (size_t)(p - s->path);
+            memcpy(part, s->path, k);
+            part[k] = '\0';
+            present = H5Lexists(f, part, H5P_DEFAULT) > 0;
+            if (!*p) break;
+        }
+        if (!present) {
+            snprintf(err, errlen, "%s: dataset %s is missing; this config expects it (written with a different config? "
+                     "`engram inspect %s` shows the one it holds)", file, s->path, file);
+            return -1;
+        }
+        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+        if (ds < 0) {
+            snprintf(err, errlen, "%s: %s is not a readable dataset (corrupt file)", file, s->path);
+            return -1;
+        }
+        hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
+        hsize_t d[H5S_MAX_RANK] = {0};
+        int nd = H5Sget_simple_extent_dims(sp, d, NULL);
+        H5T_class_t cls = H5Tget_class(ty);
+        H5Sclose(sp);
+        H5Tclose(ty);
+        H5Dclose(ds);
+        int same = nd == s->ndim;
+        for (int k = 0; same && k < nd; k++) same = d[k] == s->dims[k];
+        if (!same) {
+            char have[96], want[96];
+            shape_str_(have, sizeof have, nd, d);
+            shape_str_(want, sizeof want, s->ndim, s->dims);
+            snprintf(err, errlen, "%s: %s has shape %s but this config needs %s (written with a different config? "
+                     "`engram inspect %s` shows the one it holds)", file, s->path, have, want, file);
+            return -1;
+        }
+        if (cls != (s->is_float ? H5T_FLOAT : H5T_INTEGER)) {
+            snprintf(err, errlen, "%s: %s holds %s, expected %s (corrupt file)", file, s->path,
+                     cls == H5T_FLOAT ? "floats" : "non-floats", s->is_float ? "float32" : "int64");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+char* ckpt_read_config_string(hid_t f) {
+    if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) return NULL;
+    hid_t ds = H5Dopen2(f, "/config", H5P_DEFAULT);
+    if (ds < 0) return NULL;
+    hid_t t = H5Dget_type(ds);
+    char* out = NULL;
+    if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) <= 0) {
+        size_t n = H5Tget_size(t);
+        out = callocCheck(n + 1, 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n + 1);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) free(out), out = NULL;
+        H5Tclose(mt);
+    }
+    H5Tclose(t);
+    H5Dclose(ds);
+    return out;
+}

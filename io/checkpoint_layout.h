@@ -1,0 +1,97 @@
+/*
+ * checkpoint_layout.h — private to io/checkpoint*.c: the list of datasets a checkpoint of a given
+ * Trainer holds (one walk of the tensor table that save, the post-save verification and load all
+ * share), the per-dataset checksum, and small HDF5 attribute helpers.
+ *
+ * Not here: the collective writes and reads themselves (checkpoint.c, checkpoint_load.c).
+ */
+#ifndef ENGRAM_CHECKPOINT_LAYOUT_H
+#define ENGRAM_CHECKPOINT_LAYOUT_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "train.h"
+
+/* Where a dataset's values live in the Trainer. Dense sources are whole (replicated) buffers;
+ * table sources are this rank's rows [first, first+local) of a row-sharded dataset. */
+typedef enum {
+    CK_PARAM, CK_M, CK_V,                          // dense tensor t: params / m / v + offset
+    CK_TABLE, CK_TABLE_M, CK_TABLE_V, CK_UPDATES,  // Engram layer e, row-sharded
+    CK_MULT, CK_SIZES, CK_OFFSETS                  // Engram layer e's hashing arrays, whole
+} CkSource;
+
+typedef struct {
+    char path[160];      // "/params/blocks.1.attn.wqkv", "/engram/layer_2/table"
+    CkSource src;
+    int is_float;        // float32, else int64
+    int ndim;
+    hsize_t dims[4];     // logical shape
+    int tensor;          // dense: index into the tensor table
+    int layer;           // Engram layer index (engram.layers order)
+} CkSet;
+
+/* Every dataset of tr's checkpoint (without /config and /tokenizer); *out malloc'd. */
+int ckpt_layout(const Trainer* tr, CkSet** out);
+
+/* Is the row-sharded kind (each rank its rows)? */
+static inline int ckpt_is_rows(CkSource s) { return s >= CK_TABLE && s <= CK_UPDATES; }
+
+/* Dataset checksum: Σ over 32-bit words w_i of (w_i xor c)·(2i+1) mod 2^64, i the word's index in
+ * the whole dataset. Linear in the words, so ranks add their parts at any P; any single changed
+ * word changes it (the multiplier is odd). A corruption check, not a cryptographic hash. */
+static inline uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word) {
+    const unsigned char* p = (const unsigned char*)data;
+    size_t n = nbytes / 4;
+    uint64_t s0 = 0, s1 = 0, idx = 2 * first_word + 1;
+    size_t i = 0;
+    for (; i + 1 < n; i += 2, idx += 4) {
+        uint32_t a, b;
+        memcpy(&a, p + 4 * i, 4);
+        memcpy(&b, p + 4 * i + 4, 4);
+        s0 += (uint64_t)(a ^ 0x9e3779b9u) * idx;
+        s1 += (uint64_t)(b ^ 0x9e3779b9u) * (idx + 2);
+    }
+    if (i < n) {
+        uint32_t a;
+        memcpy(&a, p + 4 * i, 4);
+        s0 += (uint64_t)(a ^ 0x9e3779b9u) * idx;
+    }
+    return s0 + s1;
+}
+
+/* Attributes of an object (file, group or dataset). Writers: every rank calls with the same value
+ * (collective metadata in parallel HDF5). Return 0 or -1. */
+int ckpt_attr_write_i64(hid_t obj, const char* name, int64_t v);
+int ckpt_attr_write_u64(hid_t obj, const char* name, uint64_t v);
+int ckpt_attr_write_f64s(hid_t obj, const char* name, const double* v, int n);
+int ckpt_attr_write_str(hid_t obj, const char* name, const char* s);
+int ckpt_attr_read_i64(hid_t obj, const char* name, int64_t* v);
+int ckpt_attr_read_u64(hid_t obj, const char* name, uint64_t* v);
+int ckpt_attr_read_f64(hid_t obj, const char* name, double* v);
+char* ckpt_attr_read_str(hid_t obj, const char* name);   // malloc'd, NULL if absent
+
+/* Open FILE read-only (fapl: H5P_DEFAULT or an MPI-IO list) and check it is an engram checkpoint
+ * of a version this build reads. Returns the file id, or -1 with "FILE: problem" in err. */
+hid_t ckpt_open_checked(const char* file, hid_t fapl, int* version, char* err, size_t errlen);
+/* Every set present with its shape and element class, and /config. 0 or -1 with err. */
+int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* err, size_t errlen);
+/* /config as a malloc'd string; NULL if absent. */
+char* ckpt_read_config_string(hid_t f);
+
+/* snprintf into an error buffer (a function, so long paths need no truncation warnings). */
+void ckpt_errf(char* err, size_t errlen, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Silence HDF5's own error printing for the duration of a call (we report one line instead). */
+typedef struct { H5E_auto2_t fn; void* data; } CkQuiet;
+static inline CkQuiet ckpt_quiet(void) {
+    CkQuiet q;
+    H5Eget_auto2(H5E_DEFAULT, &q.fn, &q.data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    return q;
+}
+static inline void ckpt_loud(CkQuiet q) { H5Eset_auto2(H5E_DEFAULT, q.fn, q.data); }
+
+#endif

@@ -1,0 +1,260 @@
+/*
+ * checkpoint_load.c — finding a checkpoint (a file, or a directory's `latest`), reading its config,
+ * and loading it into a Trainer at any world size (checkpoint.h).
+ *
+ * Everything that can be checked without touching the Trainer is checked first (format, version,
+ * every dataset's shape, the hashing arrays against the config's), identically on every rank; then
+ * replicated datasets are read by rank 0 and broadcast, and each rank reads its own rows of the
+ * Engram tables. Checksums are verified last: a refused file may leave the Trainer half-loaded,
+ * and the callers exit.
+ */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint_layout.h"
+#include "common.h"
+
+int checkpoint_resolve(const char* path, char* file, size_t n, char* err, size_t errlen) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        ckpt_errf(err, errlen, "%s: no such checkpoint file or directory", path);
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(file, n, "%s", path);
+        return 0;
+    }
+    char latest[4352], name[1024] = "";
+    snprintf(latest, sizeof latest, "%s/latest", path);
+    FILE* f = fopen(latest, "r");
+    if (!f) {
+        ckpt_errf(err, errlen, "%s: no `latest` file, so no complete checkpoint in this directory", path);
+        return -1;
+    }
+    if (!fgets(name, sizeof name, f)) name[0] = '\0';
+    fclose(f);
+    name[strcspn(name, "\r\n")] = '\0';
+    if (!name[0] || strchr(name, '/')) {
+        ckpt_errf(err, errlen, "%s: does not name a checkpoint file (got \"%s\")", latest, name);
+        return -1;
+    }
+    snprintf(file, n, "%s/%s", path, name);
+    if (stat(file, &sb) != 0) {
+        ckpt_errf(err, errlen, "%s: names %s, which does not exist", latest, name);
+        return -1;
+    }
+    return 0;
+}
+
+char* checkpoint_read_config(const char* file, char* err, size_t errlen) {
+    CkQuiet q = ckpt_quiet();
+    hid_t f = ckpt_open_checked(file, H5P_DEFAULT, NULL, err, errlen);
+    char* yaml = NULL;
+    if (f >= 0) {
+        yaml = ckpt_read_config_string(f);
+        if (!yaml) ckpt_errf(err, errlen, "%s: /config is missing or unreadable (corrupt checkpoint)", file);
+        H5Fclose(f);
+    }
+    ckpt_loud(q);
+    return yaml;
+}
+
+/* The hashing arrays must equal the config's: the same rows must mean the same n-grams. */
+static int check_hash_(hid_t f, const char* file, const Trainer* tr, const CkSet* sets, int n, char* err, size_t errlen) {
+    for (int i = 0; i < n; i++) {
+        const CkSet* s = &sets[i];
+        if (s->src < CK_MULT) continue;
+        int64_t first, local;
+        (void)first, (void)local;
+        size_t cnt = (size_t)s->dims[0];
+        int64_t* have = mallocCheck(cnt * sizeof(int64_t));
+        const NgramHash* nh = &tr->model.hash;
+        const int64_t* want = s->src == CK_MULT ? nh->multipliers + (size_t)s->layer * nh->max_ngram
+                              : s->src == CK_SIZES ? nh->table_sizes + (size_t)s->layer * nh->h_total
+                                                   : nh->offsets + (size_t)s->layer * nh->h_total;
+        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+        int rc = ds < 0 || H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, have) < 0;
+        if (ds >= 0) H5Dclose(ds);
+        if (rc) ckpt_errf(err, errlen, "%s: cannot read %s (corrupt file)", file, s->path);
+        else if (memcmp(have, want, cnt * sizeof(int64_t))) {
+            ckpt_errf(err, errlen, "%s: %s differs from this config's (engram.seed, engram.layers, engram.vocab_bases or the "
+                     "compressed vocabulary changed?); the table rows would mean other n-grams", file, s->path);
+            rc = 1;
+        }
+        free(have);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* Collective read of a whole dataset by rank 0 (others select nothing), then broadcast. */
+static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, int rank, MPI_Comm comm, void* out, size_t nbytes) {
+    hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+    if (ds < 0) return -1;
+    hid_t fs = H5Dget_space(ds), ms;
+    char dummy[8];
+    if (rank == 0) {
+        ms = H5Scopy(fs);
+    } else {
+        hsize_t one = 1;
+        ms = H5Screate_simple(1, &one, NULL);
+        H5Sselect_none(ms);
+        H5Sselect_none(fs);
+    }
+    herr_t rc = H5Dread(ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, ms, fs, dxpl, rank == 0 ? out : dummy);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(ds);
+    int bad = rc < 0;
+    if (comm != MPI_COMM_NULL) {
+        MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+        for (size_t off = 0; !bad && off < nbytes; off += (size_t)INT_MAX / 2) {
+            size_t k = nbytes - off < (size_t)INT_MAX / 2 ? nbytes - off : (size_t)INT_MAX / 2;
+            MPI_Bcast((char*)out + off, (int)k, MPI_BYTE, 0, comm);
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* Each rank reads rows [first, first+local). */
+static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int64_t first, int64_t local, void* out) {
+    hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+    if (ds < 0) return -1;
+    hsize_t cols = s->ndim == 2 ? s->dims[1] : 1;
+    hsize_t start[2] = {(hsize_t)first, 0}, count[2] = {(hsize_t)local, cols};
+    hid_t fs = H5Dget_space(ds), ms;
+    char dummy[8];
+    if (local > 0) {
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        ms = H5Screate_simple(s->ndim, count, NULL);
+    } else {
+        hsize_t one = 1;
+        ms = H5Screate_simple(1, &one, NULL);
+        H5Sselect_none(ms);
+        H5Sselect_none(fs);
+    }
+    herr_t rc = H5Dread(ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, ms, fs, dxpl, local > 0 ? out : dummy);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(ds);
+    return rc < 0 ? -1 : 0;
+}
+
+static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local) {
+    Model* m = &tr->model;
+    EngramTables* t = &tr->tables;
+    int e = s->layer;
+    if (e >= 0) *first = t->first[e], *local = t->local[e];
+    switch (s->src) {
+    case CK_PARAM: return m->params + m->tt.t[s->tensor].offset;
+    case CK_M: return m->m + m->tt.t[s->tensor].offset;
+    case CK_V: return m->v + m->tt.t[s->tensor].offset;
+    case CK_TABLE: return t->table[e];
+    case CK_TABLE_M: return t->m[e];
+    case CK_TABLE_V: return t->v[e];
+    case CK_UPDATES: return t->updates[e];
+    default: return NULL;   // hashing arrays: compared, not loaded
+    }
+}
+
+/* Read every tensor; checksums summed over ranks and compared. 0, or -1 with err. */
+static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl, int rank,
+                         MPI_Comm comm, char* err, size_t errlen) {
+    uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
+    int bad = -1;
+    for (int i = 0; i < n && bad < 0; i++) {
+        const CkSet* s = &sets[i];
+        int64_t first = 0, local = 0;
+        void* out = target_(tr, s, &first, &local);
+        if (!out) continue;
+        size_t esz = s->is_float ? 4 : 8;
+        if (ckpt_is_rows(s->src)) {
+            size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * esz;
+            if (read_rows_(f, s, dxpl, first, local, out)) bad = i;
+            else if (local > 0) sums[i] = ckpt_checksum(out, (size_t)local * row_bytes, (uint64_t)first * row_bytes / 4);
+        } else {
+            size_t numel = 1;
+            for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
+            if (rank == 0 || comm == MPI_COMM_NULL) {
+                if (read_whole_(f, s, dxpl, rank, comm, out, numel * esz)) bad = i;
+                else sums[i] = ckpt_checksum(out, numel * esz, 0);
+            } else if (read_whole_(f, s, dxpl, rank, comm, out, numel * esz)) {
+                bad = i;
+            }
+        }
+    }
+    if (comm != MPI_COMM_NULL) {
+        MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+        MPI_Allreduce(MPI_IN_PLACE, sums, n, MPI_UINT64_T, MPI_SUM, comm);
+    }
+    if (bad >= 0) {
+        ckpt_errf(err, errlen, "%s: cannot read %s (truncated or corrupt file)", file, sets[bad].path);
+        free(sums);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!target_(tr, &sets[i], &(int64_t){0}, &(int64_t){0})) continue;
+        uint64_t want = 0;
+        hid_t ds = H5Dopen2(f, sets[i].path, H5P_DEFAULT);
+        int have = ds >= 0 && ckpt_attr_read_u64(ds, "checksum", &want) == 0;
+        if (ds >= 0) H5Dclose(ds);
+        if (!have || want != sums[i]) {
+            ckpt_errf(err, errlen, "%s: %s %s (corrupt file)", file, sets[i].path,
+                     have ? "does not match its checksum" : "has no checksum attribute");
+            free(sums);
+            return -1;
+        }
+    }
+    free(sums);
+    return 0;
+}
+
+int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, size_t errlen) {
+    CkQuiet q = ckpt_quiet();
+    MPI_Comm comm = tr->comm ? tr->comm->comm : MPI_COMM_NULL;
+    int rank = tr->comm ? tr->comm->rank : 0;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dxpl = H5P_DEFAULT;
+    if (comm != MPI_COMM_NULL) {
+        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+        H5Pset_all_coll_metadata_ops(fapl, 1);
+        dxpl = H5Pcreate(H5P_DATASET_XFER);
+        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    }
+    int rc = -1;
+    hid_t f = ckpt_open_checked(file, fapl, NULL, err, errlen);
+    H5Pclose(fapl);
+    if (f >= 0) {
+        CkSet* sets = NULL;
+        int n = ckpt_layout(tr, &sets);
+        memset(st, 0, sizeof *st);
+        hid_t g = -1;
+        int64_t ws = 0, ds = 0, bs = 0;
+        if (ckpt_check_sets(f, file, sets, n, err, errlen) || check_hash_(f, file, tr, sets, n, err, errlen)) {
+            // refused before touching tr
+        } else if (ckpt_attr_read_i64(f, "step", &st->step) || ckpt_attr_read_i64(f, "tokens_seen", &st->tokens_seen) ||
+                   ckpt_attr_read_i64(f, "world_size", &ws) || (g = H5Gopen2(f, "/state", H5P_DEFAULT)) < 0 ||
+                   ckpt_attr_read_u64(g, "seed", &st->seed) || ckpt_attr_read_i64(g, "data_position", &ds) ||
+                   ckpt_attr_read_i64(g, "bad_steps", &bs)) {
+            ckpt_errf(err, errlen, "%s: step, tokens_seen, world_size or /state attributes missing (corrupt file)", file);
+        } else if (read_tensors_(f, file, tr, sets, n, dxpl, rank, comm, err, errlen) == 0) {
+            st->world_size = (int)ws;
+            st->data_position = ds;
+            st->bad_steps = (long)bs;
+            tr->step = st->step;
+            tr->bad_steps = st->bad_steps;
+            rc = 0;
+        }
+        if (g >= 0) H5Gclose(g);
+        free(sets);
+        H5Fclose(f);
+    }
+    if (dxpl != H5P_DEFAULT) H5Pclose(dxpl);
+    ckpt_loud(q);
+    return rc;
+}
