@@ -22,7 +22,7 @@
 
 /* Training state beyond the tensors. */
 typedef struct {
-    int64_t step;            // optimizer steps taken (= Trainer.step)
+    int64_t step;            // training steps done, skipped ones included (Adam's t = step − bad_steps)
     int64_t tokens_seen;     // global tokens consumed
     int64_t data_position;   // global sequences consumed, so a run resumes at any P
     uint64_t seed;           // run.seed (all randomness is counter-based on it)

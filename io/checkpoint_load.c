@@ -246,7 +246,7 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
             st->world_size = (int)ws;
             st->data_position = ds;
             st->bad_steps = (long)bs;
-            tr->step = st->step;
+            tr->step = st->step - st->bad_steps;   // Adam's count: skipped steps did not advance it
             tr->bad_steps = st->bad_steps;
             rc = 0;
         }

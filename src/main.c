@@ -20,14 +20,14 @@ static int not_yet_(int argc, char** argv) {
 }
 
 static const Command COMMANDS[] = {
-    {"train", not_yet_, "train (or resume) a model: engram train CONFIG [key=value ...]"},
+    {"train", cmd_train, "train (or resume) a model: engram train CONFIG [key=value ...]"},
     {"eval", not_yet_, "validation loss of a checkpoint: engram eval CHECKPOINT [--data GLOB]"},
     {"sweep", not_yet_, "rho-allocation sweeps: engram sweep plan|run|report ..."},
     {"inspect", not_yet_, "show a checkpoint: engram inspect CHECKPOINT [--tensor NAME] [--json]"},
     {"tokenize", cmd_tokenize, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
     {"hash", cmd_hash, "rows an n-gram maps to: engram hash CONFIG (--text STR | --ids=LIST) [--json]"},
     {"config", cmd_config, "print the resolved config, or every key: engram config CONFIG [key=value ...] | --keys"},
-    {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash|tokenize"},
+    {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash|tokenize|train|exchange"},
 };
 #define N_COMMANDS ((int)(sizeof(COMMANDS) / sizeof(COMMANDS[0])))
 

@@ -75,21 +75,39 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
 
 /* ---- RoPE ---------------------------------------------------------------------------------- */
 
+/* cos/sin of t·θ_i for t < T, i < hd/2, computed once in double and kept for the last shape asked
+ * (every call of a run asks for the same one). Called outside parallel regions. */
+static struct { int T, hd; float base; float *cos, *sin; } rope_tab_ = {0, 0, 0.0f, NULL, NULL};
+
+static void rope_table_(int T, int hd, float base) {
+    if (rope_tab_.T == T && rope_tab_.hd == hd && rope_tab_.base == base) return;
+    const int half = hd / 2;
+    rope_tab_.cos = reallocCheck(rope_tab_.cos, ((size_t)T * half + 1) * sizeof(float));
+    rope_tab_.sin = reallocCheck(rope_tab_.sin, ((size_t)T * half + 1) * sizeof(float));
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double theta = pow((double)base, -2.0 * i / hd) * t;
+            rope_tab_.cos[t * half + i] = (float)cos(theta);
+            rope_tab_.sin[t * half + i] = (float)sin(theta);
+        }
+    rope_tab_.T = T, rope_tab_.hd = hd, rope_tab_.base = base;
+}
+
 void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse) {
     const int hd = D / nh, half = hd / 2;
     const float sgn = inverse ? -1.0f : 1.0f;
+    rope_table_(T, hd, base);
+    const float *ct = rope_tab_.cos, *st = rope_tab_.sin;
 #pragma omp parallel for schedule(static)
     for (int bt = 0; bt < B * T; bt++) {
-        int t = bt % T;
+        const float *c = ct + (size_t)(bt % T) * half, *sn = st + (size_t)(bt % T) * half;
         for (int part = 0; part < 2; part++)          // q, then k
             for (int h = 0; h < nh; h++) {
                 float* x = qkv + (size_t)bt * 3 * D + (size_t)part * D + (size_t)h * hd;
                 for (int i = 0; i < half; i++) {
-                    double theta = pow((double)base, -2.0 * i / hd) * t;
-                    float c = (float)cos(theta), s = sgn * (float)sin(theta);
-                    float a = x[i], b = x[i + half];
-                    x[i] = a * c - b * s;
-                    x[i + half] = b * c + a * s;
+                    float a = x[i], b = x[i + half], s = sgn * sn[i];
+                    x[i] = a * c[i] - b * s;
+                    x[i + half] = b * c[i] + a * s;
                 }
             }
     }
@@ -197,6 +215,23 @@ void swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, c
 
 /* ---- cross-entropy ------------------------------------------------------------------------- */
 
+/* e^x for x ≤ 0 with ~1e-7 relative error (Cephes' expf: x = n·ln2 + r, a degree-5 polynomial for
+ * e^r, 2^n through the exponent bits). Plain arithmetic, so the loop below vectorises, unlike libm. */
+static inline float exp_neg_(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   // round to nearest, no libm call
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;   // ln2 split in two for an exact product
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
+    return p * two_n.f;
+}
+
 double crossentropy_forward(float* probs, const int32_t* y, int N, int V) {
     double* loss = mallocCheck((size_t)N * sizeof(double));   // per token, summed in order below
 #pragma omp parallel for schedule(static)
@@ -205,13 +240,13 @@ double crossentropy_forward(float* probs, const int32_t* y, int N, int V) {
         float mx = -INFINITY;
         for (int v = 0; v < V; v++) mx = p[v] > mx ? p[v] : mx;
         const float zy = p[y[n]] - mx;
-        double sum = 0.0;   // float exps, double sum: one exp per logit, sums exact enough for 1e-7
-        for (int v = 0; v < V; v++) {
-            p[v] = expf(p[v] - mx);
-            sum += p[v];
-        }
+#pragma omp simd
+        for (int v = 0; v < V; v++) p[v] = exp_neg_(p[v] - mx);
+        double sum = 0.0;   // in double: V terms in float would lose ~V·1e-8
+        for (int v = 0; v < V; v++) sum += p[v];
         loss[n] = log(sum) - (double)zy;
         const float inv = (float)(1.0 / sum);
+#pragma omp simd
         for (int v = 0; v < V; v++) p[v] *= inv;
     }
     double total = 0.0;

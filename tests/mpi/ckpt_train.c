@@ -118,7 +118,7 @@ static int run_(int argc, char** argv, const Comm* w) {
     double* losses = callocCheck((size_t)(to - from) + 1, sizeof(double));
     for (long s = from; s < to; s++) {
         batch_(x, y, s, T, V, first, count);
-        losses[s - from] = trainer_step(&tr, x, y);
+        losses[s - from] = trainer_step(&tr, x, y, NULL);
     }
     if (save) {
         st = (CkptState){.step = tr.step, .tokens_seen = (int64_t)to * B * T, .data_position = (int64_t)to * B,

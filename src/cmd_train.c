@@ -1,0 +1,378 @@
+/*
+ * cmd_train.c — `engram train CONFIG [key=value ...]` and `engram eval CHECKPOINT ...`: the driver.
+ * Runs at any P under mpirun or srun (one process works too). The run directory
+ * <run.dir>/<run.name>/ holds config.yaml (resolved), metrics.jsonl (one JSON object per step and
+ * per evaluation), train.log (the progress lines) and checkpoints/; a run resumes on its own from
+ * checkpoints/latest. Long but linear: set-up, the loop, the end.
+ *
+ * Exit status: 0 done; 2 bad input (one line says what and where); 3 stopped after
+ * train.max_bad_steps non-finite steps in a row (the last good checkpoint is intact); 75 stopped by
+ * SIGTERM/SIGUSR1 after writing a checkpoint (job scripts requeue on it).
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "comm.h"
+#include "common.h"
+#include "compress.h"
+#include "dataset.h"
+#include "grad_sync.h"
+#include "shard.h"
+#include "tokenizer.h"
+#include "train.h"
+
+#define EXIT_BAD_STEPS 3
+#define EXIT_PREEMPTED 75
+
+/* ---- failing together ------------------------------------------------------------------------ */
+
+/* Every rank reaches the same verdict (configs and data are read everywhere); rank 0 says it. */
+static void fail_(const Comm* w, const char* fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void fail_(const Comm* w, const char* fmt, ...) {
+    if (w->rank == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        fputs("engram: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
+    comm_free((Comm*)w);
+    exit(ENGRAM_EXIT_USAGE);
+}
+
+/* A verdict only rank 0 could reach (files it alone read or wrote): share it, then fail together. */
+static void agree_(const Comm* w, int rc, char* err, size_t errlen) {
+    mpiCheck(MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm));
+    if (!rc) return;
+    mpiCheck(MPI_Bcast(err, (int)errlen, MPI_CHAR, 0, w->comm));
+    fail_(w, "%s", err);
+}
+
+/* ---- signals: a flag, acted on together at a step boundary ------------------------------------ */
+
+static volatile sig_atomic_t stop_requested_ = 0;
+static void on_signal_(int sig) { stop_requested_ = sig; }
+
+static void signals_install_(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal_;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+static int stop_agreed_(const Comm* w) {
+    int flag = stop_requested_ != 0;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &flag, 1, MPI_INT, MPI_MAX, w->comm));
+    return flag;
+}
+
+/* ---- the run directory --------------------------------------------------------------------- */
+
+static int mkdirs_(const char* path) {
+    char* buf = strdupCheck(path);
+    for (char* p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                free(buf);
+                return -1;
+            }
+            *p = '/';
+        }
+    int rc = mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+    free(buf);
+    return rc;
+}
+
+/* Keys that define the model and its data: a run directory belongs to one setting of them. */
+static int identity_key_(const char* name) {
+    return !strncmp(name, "model.", 6) || !strncmp(name, "moe.", 4) || !strncmp(name, "engram.", 7) ||
+           !strcmp(name, "run.seed") || !strcmp(name, "data.tokenizer");
+}
+
+/* Rank 0: create the run directory, or check that it belongs to this config. Writes config.yaml
+ * (a previous one that differs in other keys, e.g. train.steps, is kept as config.previous.yaml). */
+static int rundir_prepare_(const Config* c, const char* dir, char* err, size_t errlen) {
+    char path[2200], ck[2200];
+    snprintf(ck, sizeof ck, "%s/checkpoints", dir);
+    if (mkdirs_(ck) != 0) {
+        snprintf(err, errlen, "%s: cannot create the run directory (%s); check run.dir", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        Config old;
+        char e2[1024];
+        if (config_load(&old, path, 0, NULL, e2, sizeof e2) != 0) {
+            snprintf(err, errlen, "%s: the run directory's config does not load (%s); use another run.name", dir, e2);
+            return -1;
+        }
+        for (int i = 0; i < config_key_count(); i++) {
+            const ConfigKey* k = config_key_at(i);
+            if (!identity_key_(k->name)) continue;
+            char *a = config_value_string(&old, k), *b = config_value_string(c, k);
+            int same = strcmp(a, b) == 0;
+            if (!same)
+                snprintf(err, errlen, "%s belongs to another config: %s is %s there and %s here; use another run.name "
+                         "or remove the directory", dir, k->name, a, b);
+            free(a), free(b);
+            if (!same) {
+                config_free(&old);
+                return -1;
+            }
+        }
+        char *a = config_to_string(&old), *b = config_to_string(c);
+        int changed = strcmp(a, b) != 0;
+        free(a), free(b);
+        config_free(&old);
+        if (!changed) return 0;
+        char prev[2300];
+        snprintf(prev, sizeof prev, "%s/config.previous.yaml", dir);
+        rename(path, prev);
+    }
+    FILE* f = fopen(path, "w");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot write (%s)", path, strerror(errno));
+        return -1;
+    }
+    config_write(c, f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* ---- rank-0 output ----------------------------------------------------------------------------- */
+
+typedef struct {
+    FILE* metrics;   // metrics.jsonl
+    FILE* log;       // train.log
+} RunFiles;
+
+static void say_(const Comm* w, RunFiles* rf, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say_(const Comm* w, RunFiles* rf, const char* fmt, ...) {
+    if (w->rank != 0) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fputs(line, stdout);
+    fflush(stdout);
+    if (rf && rf->log) {
+        fputs(line, rf->log);
+        fflush(rf->log);
+    }
+}
+
+static void eta_(char* out, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)s;
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+    else snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+/* ---- evaluation ------------------------------------------------------------------------------- */
+
+/* Mean cross-entropy over n_batches global batches from the start of d (in order). */
+static double evaluate_(Trainer* tr, const Dataset* d, int B, int n_batches, const Comm* w, int32_t* x, int32_t* y) {
+    double sum = 0;
+    for (int i = 0; i < n_batches; i++) {
+        dataset_batch(d, (int64_t)i * B, B, w->size, w->rank, x, y);
+        trainer_loss(tr, x, y);
+        sum += tr->ce;
+    }
+    return sum / n_batches;
+}
+
+/* ---- set-up shared by train and eval ------------------------------------------------------------ */
+
+typedef struct {
+    Tokenizer* tk;
+    Compression comp;
+    int has_comp;
+} Vocab;
+
+/* The tokenizer's compression into the config (V', pad) and the trainer's lookup. */
+static void vocab_setup_(const Comm* w, Config* c, Vocab* v) {
+    memset(v, 0, sizeof *v);
+    if (!c->data.tokenizer[0]) return;   // no tokenizer: ids are taken as compressed ids
+    char err[1024];
+    v->tk = tokenizer_load(c->data.tokenizer, err, sizeof err);
+    if (!v->tk) fail_(w, "%s: data.tokenizer: %s", c->path, err);
+    if (compress_for_config(&v->comp, c, v->tk, err, sizeof err) != 0) fail_(w, "%s", err);
+    v->has_comp = 1;
+}
+
+static void vocab_free_(Vocab* v) {
+    if (v->has_comp) compress_free(&v->comp);
+    if (v->tk) tokenizer_free(v->tk);
+}
+
+static void usage_train_(FILE* f) {
+    fprintf(f,
+            "usage: [mpirun -np P] engram train CONFIG [key=value ...]\n\n"
+            "Trains CONFIG (any key can be overridden: train.steps=200 engram.layers=[1,3]) in the run\n"
+            "directory <run.dir>/<run.name>/: config.yaml, metrics.jsonl, train.log, checkpoints/.\n"
+            "A run directory with checkpoints resumes from the newest. Exit status: 0 done, 2 bad input,\n"
+            "3 too many non-finite steps in a row, 75 stopped by SIGTERM/SIGUSR1 after a checkpoint.\n");
+}
+
+int cmd_train(int argc, char** argv) {
+    for (int i = 1; i < argc; i++)
+        if (cli_is_help(argv[i])) { usage_train_(stdout); return 0; }
+    Comm w;
+    comm_init(&w, &argc, &argv);
+    if (argc < 2 || strchr(argv[1], '=')) {
+        if (w.rank == 0) usage_train_(stderr);
+        comm_free(&w);
+        return ENGRAM_EXIT_USAGE;
+    }
+    Config c;
+    char err[8192] = "";
+    if (config_load(&c, argv[1], argc - 2, argv + 2, err, sizeof err) != 0) fail_(&w, "%s", err);
+    Vocab vocab;
+    vocab_setup_(&w, &c, &vocab);
+    const int B = c.train.batch_size, T = c.model.seq_len;
+    int first, count;
+    shard_batch_range(B, w.size, w.rank, &first, &count);
+    if (count == 0) fail_(&w, "%s: train.batch_size: %d sequences cannot be split over %d ranks; use at most %d ranks",
+                          c.path, B, w.size, B);
+
+    // run directory (rank 0 decides, everyone agrees)
+    char dir[2048], ckdir[2100], path[2200];
+    if (snprintf(dir, sizeof dir, "%s/%s", c.run.dir, c.run.name) >= (int)sizeof dir)
+        fail_(&w, "%s: run.dir + run.name is longer than %zu characters; use a shorter path", c.path, sizeof dir - 1);
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
+    int rc = w.rank == 0 ? rundir_prepare_(&c, dir, err, sizeof err) : 0;
+    agree_(&w, rc, err, sizeof err);
+
+    // data
+    Dataset train, val;
+    int has_val = c.data.val[0] != '\0';
+    if (!c.data.train[0]) fail_(&w, "%s: data.train: needed to train (got \"\"); set it to the train_*.bin shards of engram tokenize", c.path);
+    if (dataset_open(&train, c.data.train, c.model.vocab_size, T, (uint64_t)c.run.seed, 1, err, sizeof err) != 0)
+        fail_(&w, "data.train: %s", err);
+    if (has_val && dataset_open(&val, c.data.val, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0)
+        fail_(&w, "data.val: %s", err);
+
+    // model, and the newest checkpoint if there is one
+    Trainer tr;
+    trainer_init(&tr, &c, count, (uint64_t)c.run.seed, &w);
+    if (vocab.has_comp) tr.lookup = vocab.comp.lookup;
+    CkptState st = {.seed = (uint64_t)c.run.seed, .world_size = w.size};
+    char file[2200];
+    if (checkpoint_resolve(ckdir, file, sizeof file, err, sizeof err) == 0) {
+        if (checkpoint_load(&tr, file, &st, err, sizeof err) != 0) fail_(&w, "%s", err);
+    }
+    RunFiles rf = {0};
+    if (w.rank == 0) {
+        snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+        rf.metrics = fopen(path, "a");
+        snprintf(path, sizeof path, "%s/train.log", dir);
+        rf.log = fopen(path, "a");
+    }
+    say_(&w, &rf, "engram %s: %s, %d rank%s, %zu dense parameters, %d Engram layer%s, %lld train sequences%s\n",
+         st.step ? "resumes" : "trains", dir, w.size, w.size > 1 ? "s" : "", tr.model.tt.dense_numel, tr.model.hash.n_layers,
+         tr.model.hash.n_layers == 1 ? "" : "s", (long long)train.n_seq, st.step ? "" : "");
+    if (st.step) say_(&w, &rf, "resumed from %s at step %lld\n", file, (long long)st.step);
+
+    // the loop
+    signals_install_();
+    size_t n = (size_t)count * T + 1;
+    int32_t *x = mallocCheck(n * 4), *y = mallocCheck(n * 4), *xn = mallocCheck(n * 4), *yn = mallocCheck(n * 4);
+    int exit_status = 0, bad_run = 0;
+    int64_t saved_at = -1;
+    double t_loop = engram_now(), t_log = t_loop;
+    int64_t step0 = st.step;
+    const int steps = c.train.steps;
+    dataset_batch(&train, st.data_position, B, w.size, w.rank, x, y);
+    while (st.step < steps) {
+        int64_t s = st.step + 1;   // the step this iteration completes (1-based)
+        int eval_due = has_val && c.train.eval_every > 0 && s % c.train.eval_every == 0;
+        int has_next = s < steps && !eval_due;   // evaluation needs the exchange to itself
+        if (s < steps) dataset_batch(&train, st.data_position + B, B, w.size, w.rank, xn, yn);
+        double loss = trainer_step(&tr, x, y, has_next ? xn : NULL);
+        st.step = s;
+        st.data_position += B;
+        st.tokens_seen += (int64_t)B * T;
+        bad_run = tr.skipped ? bad_run + 1 : 0;
+        st.bad_steps = tr.bad_steps;
+        // figures over all ranks: wire bytes summed, seconds at the slowest rank
+        double fig[6] = {(double)tr.ex.st.bytes_sent, (double)tr.ex.st.unique, (double)tr.ex.st.lookups,
+                         tr.t_step, tr.t_exchange, tr.t_allreduce};
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, fig, 3, MPI_DOUBLE, MPI_SUM, w.comm));
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, fig + 3, 3, MPI_DOUBLE, MPI_MAX, w.comm));
+        double tok_s = (double)B * T / fig[3];
+        if (rf.metrics) {
+            fprintf(rf.metrics,
+                    "{\"step\":%lld,\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"skipped\":%d,"
+                    "\"tokens\":%lld,\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"exchange_s\":%.5f,\"allreduce_s\":%.5f,"
+                    "\"lookups\":%.0f,\"unique_keys\":%.0f,\"wire_bytes\":%.0f,\"dropped\":%ld}\n",
+                    (long long)s, loss, tr.ce, tr.aux, tr.lr, tr.grad_norm, tr.skipped, (long long)st.tokens_seen, tok_s,
+                    fig[3], fig[4], fig[5], fig[2], fig[1], fig[0], tr.dropped);
+            fflush(rf.metrics);
+        }
+        if (s % c.train.log_every == 0 || s == steps || s == step0 + 1) {
+            double now = engram_now(), per = (now - t_loop) / (double)(s - step0);
+            char eta[32];
+            eta_(eta, sizeof eta, per * (double)(steps - s));
+            say_(&w, &rf, "step %lld/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | ETA %s | exchange %.1f%%%s\n",
+                 (long long)s, steps, loss, tr.lr, tr.grad_norm, (double)B * T * (double)(s - step0) / (now - t_loop), eta,
+                 100.0 * fig[4] / fig[3], tr.skipped ? " | SKIPPED (non-finite)" : "");
+            t_log = now;
+        }
+        if (bad_run >= c.train.max_bad_steps) {
+            say_(&w, &rf, "stopping: %d non-finite steps in a row (train.max_bad_steps); the last good checkpoint is "
+                 "kept; lower train.lr or raise train.grad_clip\n", bad_run);
+            exit_status = EXIT_BAD_STEPS;
+            break;
+        }
+        if (eval_due) {
+            double vl = evaluate_(&tr, &val, B, c.train.eval_batches, &w, xn, yn);
+            say_(&w, &rf, "step %lld | val loss %.4f\n", (long long)s, vl);
+            if (rf.metrics) fprintf(rf.metrics, "{\"step\":%lld,\"val_loss\":%.6f}\n", (long long)s, vl), fflush(rf.metrics);
+            if (s < steps) dataset_batch(&train, st.data_position, B, w.size, w.rank, xn, yn);
+        }
+        int stop = stop_agreed_(&w);
+        if (bad_run == 0 && ((c.checkpoint.every > 0 && s % c.checkpoint.every == 0) || s == steps || stop)) {
+            st.world_size = w.size;
+            if (checkpoint_save(&tr, &c, vocab.has_comp ? &vocab.comp : NULL, &st, ckdir, err, sizeof err) != 0)
+                fail_(&w, "%s", err);
+            saved_at = s;
+            say_(&w, &rf, "checkpoint step %lld saved in %s\n", (long long)s, ckdir);
+        }
+        if (stop) {
+            say_(&w, &rf, "stopping on signal %d at step %lld: checkpoint written; rerun the same command to resume\n",
+                 (int)stop_requested_, (long long)s);
+            exit_status = EXIT_PREEMPTED;
+            break;
+        }
+        int32_t* t = x; x = xn; xn = t;
+        t = y; y = yn; yn = t;
+    }
+    (void)t_log;
+    if (exit_status == 0 && has_val && st.step == steps && !(c.train.eval_every > 0 && steps % c.train.eval_every == 0)) {
+        double vl = evaluate_(&tr, &val, B, c.train.eval_batches, &w, x, y);
+        say_(&w, &rf, "step %d | val loss %.4f\n", steps, vl);
+        if (rf.metrics) fprintf(rf.metrics, "{\"step\":%d,\"val_loss\":%.6f}\n", steps, vl);
+    }
+    if (exit_status == 0) say_(&w, &rf, "done: %d steps, last checkpoint step %lld in %s\n", steps, (long long)saved_at, ckdir);
+    if (rf.metrics) fclose(rf.metrics);
+    if (rf.log) fclose(rf.log);
+    free(x), free(y), free(xn), free(yn);
+    trainer_free(&tr);
+    dataset_free(&train);
+    if (has_val) dataset_free(&val);
+    vocab_free_(&vocab);
+    config_free(&c);
+    comm_free(&w);
+    return exit_status;
+}
