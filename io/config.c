@@ -560,8 +560,6 @@ int config_validate(Config* c, char* err, size_t n) {
             if (c->engram.flavour == 1 && c->engram.vocab_bases.v[i] > INT32_MAX / 2)
                 return rule_err_(c, "engram.vocab_bases", err, n, "bases must be < 2^30 with engram.flavour = maxtext (int32 hashing)");
     }
-    if (c->train.warmup_steps > c->train.steps)
-        return rule_err_(c, "train.warmup_steps", err, n, "must be <= train.steps = %d", c->train.steps);
     if (c->sweep.rhos.n > 0 && c->sweep.total_params <= 0)
         return rule_err_(c, "sweep.total_params", err, n, "must be > 0 when sweep.rhos is given");
     return 0;

@@ -376,3 +376,78 @@ int cmd_train(int argc, char** argv) {
     comm_free(&w);
     return exit_status;
 }
+
+/* ---- engram eval ------------------------------------------------------------------------------ */
+
+static void usage_eval_(FILE* f) {
+    fprintf(f,
+            "usage: [mpirun -np P] engram eval CHECKPOINT [--data GLOB] [--batches N] [--json]\n\n"
+            "Validation loss (mean cross-entropy) of a checkpoint file, or of a run's checkpoints/ directory\n"
+            "(its latest), on GLOB (default: the checkpoint config's data.val), N global batches of\n"
+            "train.batch_size sequences (default train.eval_batches), at any number of ranks.\n");
+}
+
+int cmd_eval(int argc, char** argv) {
+    const char *ckpt = NULL, *data = NULL, *v;
+    int batches = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) { usage_eval_(stdout); return 0; }
+        if ((v = cli_option(argc, argv, &i, "--data"))) data = v;
+        else if ((v = cli_option(argc, argv, &i, "--batches"))) {
+            char* end;
+            batches = (int)strtol(v, &end, 10);
+            if (*end || batches < 1) engram_fail("eval: --batches must be a positive integer (got %s)", v);
+        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-') engram_fail("eval: unknown option %s; see engram eval --help", argv[i]);
+        else ckpt = argv[i];
+    }
+    if (!ckpt) { usage_eval_(stderr); return ENGRAM_EXIT_USAGE; }
+    Comm w;
+    comm_init(&w, &argc, &argv);
+    char err[8192] = "", file[2200];
+    if (checkpoint_resolve(ckpt, file, sizeof file, err, sizeof err) != 0) fail_(&w, "%s", err);
+    char* text = checkpoint_read_config(file, err, sizeof err);
+    if (!text) fail_(&w, "%s", err);
+    Config c;
+    char where[2300];
+    snprintf(where, sizeof where, "%s:/config", file);
+    if (config_load_string(&c, text, where, 0, NULL, err, sizeof err) != 0) fail_(&w, "%s", err);
+    free(text);
+    Vocab vocab;
+    vocab_setup_(&w, &c, &vocab);
+    const char* glob = data ? data : c.data.val;
+    if (!glob[0]) fail_(&w, "%s: no validation data: the config has no data.val; give --data GLOB", file);
+    const int B = c.train.batch_size, T = c.model.seq_len;
+    if (!batches) batches = c.train.eval_batches;
+    Dataset val;
+    if (dataset_open(&val, glob, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0) fail_(&w, "%s", err);
+    int first, count;
+    shard_batch_range(B, w.size, w.rank, &first, &count);
+    if (count == 0) fail_(&w, "train.batch_size %d is below the %d ranks; use fewer ranks", B, w.size);
+    Trainer tr;
+    trainer_init(&tr, &c, count, (uint64_t)c.run.seed, &w);
+    if (vocab.has_comp) tr.lookup = vocab.comp.lookup;
+    CkptState st;
+    if (checkpoint_load(&tr, file, &st, err, sizeof err) != 0) fail_(&w, "%s", err);
+    size_t n = (size_t)count * T + 1;
+    int32_t *x = mallocCheck(n * 4), *y = mallocCheck(n * 4);
+    double t0 = engram_now();
+    double loss = evaluate_(&tr, &val, B, batches, &w, x, y);
+    double dt = engram_now() - t0;
+    if (w.rank == 0) {
+        if (json)
+            printf("{\"checkpoint\":\"%s\",\"step\":%lld,\"data\":\"%s\",\"batches\":%d,\"tokens\":%lld,\"val_loss\":%.6f,"
+                   "\"ranks\":%d,\"seconds\":%.3f}\n",
+                   file, (long long)st.step, glob, batches, (long long)batches * B * T, loss, w.size, dt);
+        else
+            printf("%s (step %lld): val loss %.4f over %d batches of %d x %d tokens from %s\n", file, (long long)st.step,
+                   loss, batches, B, T, glob);
+    }
+    free(x), free(y);
+    trainer_free(&tr);
+    dataset_free(&val);
+    vocab_free_(&vocab);
+    config_free(&c);
+    comm_free(&w);
+    return 0;
+}

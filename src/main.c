@@ -21,7 +21,7 @@ static int not_yet_(int argc, char** argv) {
 
 static const Command COMMANDS[] = {
     {"train", cmd_train, "train (or resume) a model: engram train CONFIG [key=value ...]"},
-    {"eval", not_yet_, "validation loss of a checkpoint: engram eval CHECKPOINT [--data GLOB]"},
+    {"eval", cmd_eval, "validation loss of a checkpoint: engram eval CHECKPOINT [--data GLOB]"},
     {"sweep", not_yet_, "rho-allocation sweeps: engram sweep plan|run|report ..."},
     {"inspect", not_yet_, "show a checkpoint: engram inspect CHECKPOINT [--tensor NAME] [--json]"},
     {"tokenize", cmd_tokenize, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
