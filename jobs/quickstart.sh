@@ -1,22 +1,20 @@
 #!/usr/bin/env bash
-# quickstart.sh — the default job on a fresh Debian machine (as root): install, build, then run.
-# Today training is not in engram yet (it lands with the [Model], [Distributed] and [Driver] work),
-# so the default job stops at what exists: it validates configs/tiny.yaml and prints it resolved,
-# then shows which Engram table rows a few token ids map to and which of 2 ranks owns each row.
+# quickstart.sh — the default job on a fresh Debian machine (as root): install what is needed,
+# build, tokenize the King James Bible with GPT-2's tokenizer, train configs/tiny.yaml on 2 ranks
+# (MoE + Engram, 300 steps), then print the validation loss and `engram inspect` of the final
+# checkpoint. About 10 minutes on 2 cores. Run it again and it resumes (or finds the run done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash jobs/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
+bash jobs/prepare_kjv.sh
 echo
-echo "== configs/tiny.yaml, resolved"
-./build/engram config configs/tiny.yaml
+echo "== training configs/tiny.yaml on 2 ranks (run directory runs/tiny)"
+bash jobs/launch.sh -np 2 train configs/tiny.yaml "$@"
 echo
-echo "== Engram rows for compressed ids 464,3290,318,257 (GPT-2 V' = 32962), tables split over 2 ranks"
-./build/engram hash configs/tiny.yaml engram.compressed_vocab_size=32962 engram.pad_id_compressed=0 \
-  --ids=464,3290,318,257 --world-size 2
+echo "== validation loss of the final checkpoint"
+bash jobs/launch.sh -np 2 eval runs/tiny/checkpoints
 echo
-echo "== hashing throughput"
-./build/engram bench hash
-echo
-echo "quickstart: training a model (engram train) is not in this version yet; see README.md."
+echo "== engram inspect runs/tiny/checkpoints"
+./build/engram inspect runs/tiny/checkpoints
