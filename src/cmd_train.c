@@ -225,11 +225,23 @@ static void usage_train_(FILE* f) {
             "3 too many non-finite steps in a row, 75 stopped by SIGTERM/SIGUSR1 after a checkpoint.\n");
 }
 
+/* Under Slurm every task must be in one MPI world: a launcher without PMIx support starts each task
+ * as a singleton, which would train P independent copies into one run directory. */
+static void check_slurm_world_(const Comm* w) {
+    const char* nt = getenv("SLURM_NTASKS");
+    if (!nt || !getenv("SLURM_JOB_ID")) return;
+    int want = atoi(nt);
+    if (want > 0 && want != w->size)
+        fail_(w, "Slurm asked for %d tasks but MPI sees a world of %d: launch with srun --mpi=pmix (or mpirun inside "
+              "the allocation) so that all tasks join one job", want, w->size);
+}
+
 int cmd_train(int argc, char** argv) {
     for (int i = 1; i < argc; i++)
         if (cli_is_help(argv[i])) { usage_train_(stdout); return 0; }
     Comm w;
     comm_init(&w, &argc, &argv);
+    check_slurm_world_(&w);
     if (argc < 2 || strchr(argv[1], '=')) {
         if (w.rank == 0) usage_train_(stderr);
         comm_free(&w);
