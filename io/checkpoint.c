@@ -23,6 +23,7 @@
 #include "accounting.h"
 #include "checkpoint_layout.h"
 #include "common.h"
+#include "shard.h"
 
 typedef struct {
     hid_t file, dxpl;
@@ -55,24 +56,15 @@ static hid_t create_(Writer_* w, const char* path, hid_t type, int ndim, const h
     return ds;
 }
 
-/* Rank 0 writes all of data; the others select nothing but take part in the collective call. */
+/* Rank 0 writes all of data; the others select nothing but take part in the collective calls. */
 static uint64_t write_whole_(Writer_* w, const char* path, hid_t type, int ndim, const hsize_t* dims, const void* data,
                              size_t nbytes) {
     hid_t ds = create_(w, path, type, ndim, dims);
     if (ds < 0) return 0;
-    hid_t fs = H5Dget_space(ds), ms;
-    static const char dummy[8];
-    if (w->rank == 0) {
-        ms = H5Scopy(fs);
-    } else {
-        hsize_t one = 1;
-        ms = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(ms);
-        H5Sselect_none(fs);
-    }
-    if (H5Dwrite(ds, type, ms, fs, w->dxpl, w->rank == 0 ? data : dummy) < 0) fail_(w, "cannot write %s", path);
-    H5Sclose(ms);
-    H5Sclose(fs);
+    int64_t rows = ndim ? (int64_t)dims[0] : 1;
+    size_t row_bytes = rows ? nbytes / (size_t)rows : 0;
+    if (ckpt_rows_io(1, ds, type, w->dxpl, 0, w->rank == 0 ? rows : 0, rows, row_bytes, (void*)data) < 0)
+        fail_(w, "cannot write %s", path);
     H5Dclose(ds);
     return w->rank == 0 ? ckpt_checksum(data, nbytes, 0) : 0;
 }
@@ -81,24 +73,11 @@ static uint64_t write_whole_(Writer_* w, const char* path, hid_t type, int ndim,
 static uint64_t write_rows_(Writer_* w, const CkSet* s, hid_t type, int64_t first, int64_t local, const void* data) {
     hid_t ds = create_(w, s->path, type, s->ndim, s->dims);
     if (ds < 0) return 0;
-    hsize_t cols = s->ndim == 2 ? s->dims[1] : 1;
-    hsize_t start[2] = {(hsize_t)first, 0}, count[2] = {(hsize_t)local, cols};
-    hid_t fs = H5Dget_space(ds), ms;
-    static const char dummy[8];
-    if (local > 0) {
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        ms = H5Screate_simple(s->ndim, count, NULL);
-    } else {
-        hsize_t one = 1;
-        ms = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(ms);
-        H5Sselect_none(fs);
-    }
-    if (H5Dwrite(ds, type, ms, fs, w->dxpl, local > 0 ? data : dummy) < 0) fail_(w, "cannot write %s", s->path);
-    H5Sclose(ms);
-    H5Sclose(fs);
+    size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * (s->is_float ? 4 : 8);
+    int64_t max_rows = shard_block_rows((int64_t)s->dims[0], w->P);
+    if (ckpt_rows_io(1, ds, type, w->dxpl, first, first + local, max_rows, row_bytes, (void*)data) < 0)
+        fail_(w, "cannot write %s", s->path);
     H5Dclose(ds);
-    size_t row_bytes = (size_t)cols * (s->is_float ? 4 : 8);
     return local > 0 ? ckpt_checksum(data, (size_t)local * row_bytes, (uint64_t)first * row_bytes / 4) : 0;
 }
 

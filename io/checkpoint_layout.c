@@ -19,6 +19,58 @@ void ckpt_errf(char* err, size_t errlen, const char* fmt, ...) {
     va_end(ap);
 }
 
+typedef uint32_t __attribute__((may_alias)) Word_;   // reads any dataset's bytes as words
+
+uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word) {
+    const Word_* w = (const Word_*)data;
+    const size_t n = nbytes / 4;
+    const uint32_t base = (uint32_t)(2 * first_word + 1);
+    uint64_t s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static) if (n > ((size_t)1 << 20))
+    for (size_t i = 0; i < n; i++) s += (uint64_t)(w[i] ^ 0x9e3779b9u) * (uint32_t)(base + 2u * (uint32_t)i);
+    return s;
+}
+
+herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
+                    size_t row_bytes, void* data) {
+    hid_t fs = H5Dget_space(ds);
+    hsize_t dims[H5S_MAX_RANK];
+    int nd = H5Sget_simple_extent_dims(fs, dims, NULL);
+    int64_t piece = row_bytes >= CKPT_PIECE_BYTES ? 1 : (int64_t)(CKPT_PIECE_BYTES / (row_bytes ? row_bytes : 1));
+    int64_t n_pieces = nd <= 0 ? 1 : (max_rows + piece - 1) / piece;
+    size_t mem_row = nd <= 0 ? 0 : (size_t)H5Tget_size(memtype);
+    for (int d = 1; d < nd; d++) mem_row *= (size_t)dims[d];
+    herr_t rc = 0;
+    char dummy[16];
+    for (int64_t k = 0; k < n_pieces; k++) {
+        int64_t a = lo + k * piece, b = a + piece < hi ? a + piece : hi;
+        hid_t ms;
+        if (nd <= 0) {   // scalar: written whole by whoever has rows
+            ms = H5Screate(H5S_SCALAR);
+            if (hi <= lo) H5Sselect_none(ms), H5Sselect_none(fs);
+            else H5Sselect_all(fs);
+        } else if (a < b) {
+            hsize_t start[H5S_MAX_RANK] = {0}, count[H5S_MAX_RANK];
+            start[0] = (hsize_t)a;
+            count[0] = (hsize_t)(b - a);
+            for (int d = 1; d < nd; d++) count[d] = dims[d];
+            H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+            ms = H5Screate_simple(nd, count, NULL);
+        } else {
+            hsize_t one = 1;
+            ms = H5Screate_simple(1, &one, NULL);
+            H5Sselect_none(ms);
+            H5Sselect_none(fs);
+        }
+        void* p = nd <= 0 ? (hi > lo ? data : dummy) : a < b ? (char*)data + (size_t)(a - lo) * mem_row : dummy;
+        herr_t r = write ? H5Dwrite(ds, memtype, ms, fs, dxpl, p) : H5Dread(ds, memtype, ms, fs, dxpl, p);
+        if (r < 0) rc = r;
+        H5Sclose(ms);
+    }
+    H5Sclose(fs);
+    return rc;
+}
+
 static CkSet* push_(CkSet** v, int* n, int* cap) {
     if (*n == *cap) *v = reallocCheck(*v, (size_t)(*cap = *cap ? 2 * *cap : 64) * sizeof(CkSet));
     CkSet* s = &(*v)[(*n)++];

@@ -39,28 +39,21 @@ int ckpt_layout(const Trainer* tr, CkSet** out);
 /* Is the row-sharded kind (each rank its rows)? */
 static inline int ckpt_is_rows(CkSource s) { return s >= CK_TABLE && s <= CK_UPDATES; }
 
-/* Dataset checksum: Σ over 32-bit words w_i of (w_i xor c)·(2i+1) mod 2^64, i the word's index in
- * the whole dataset. Linear in the words, so ranks add their parts at any P; any single changed
- * word changes it (the multiplier is odd). A corruption check, not a cryptographic hash. */
-static inline uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word) {
-    const unsigned char* p = (const unsigned char*)data;
-    size_t n = nbytes / 4;
-    uint64_t s0 = 0, s1 = 0, idx = 2 * first_word + 1;
-    size_t i = 0;
-    for (; i + 1 < n; i += 2, idx += 4) {
-        uint32_t a, b;
-        memcpy(&a, p + 4 * i, 4);
-        memcpy(&b, p + 4 * i + 4, 4);
-        s0 += (uint64_t)(a ^ 0x9e3779b9u) * idx;
-        s1 += (uint64_t)(b ^ 0x9e3779b9u) * (idx + 2);
-    }
-    if (i < n) {
-        uint32_t a;
-        memcpy(&a, p + 4 * i, 4);
-        s0 += (uint64_t)(a ^ 0x9e3779b9u) * idx;
-    }
-    return s0 + s1;
-}
+/* Dataset checksum: Σ over 32-bit words w_i of (w_i xor c)·(2i+1 mod 2^32) mod 2^64, i the word's
+ * index in the whole dataset. Linear in the words, so ranks add their parts at any P; any single
+ * changed word changes it (the weight is odd). A corruption check, not a cryptographic hash. */
+uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word);
+
+/* Datasets are written and read in pieces of at most this many bytes per rank and call: one
+ * 200 MB pwrite is ~10x slower than 8 MB ones on Linux (page-cache behaviour of huge writes). */
+#define CKPT_PIECE_BYTES ((size_t)8 << 20)
+
+/* Write (or read) rows [lo, hi) of dataset ds (this rank's part; lo == hi: none) in collective
+ * pieces; every rank of the file's communicator calls it with the same max_rows (the largest part
+ * of any rank) so all make the same number of calls. data holds (hi−lo)·row_elems elements of
+ * memtype. Returns the H5Dwrite/H5Dread status (< 0 on failure). */
+herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
+                    size_t row_bytes, void* data);
 
 /* Attributes of an object (file, group or dataset). Writers: every rank calls with the same value
  * (collective metadata in parallel HDF5). Return 0 or -1. */

@@ -19,6 +19,7 @@
 
 #include "checkpoint_layout.h"
 #include "common.h"
+#include "shard.h"
 
 int checkpoint_resolve(const char* path, char* file, size_t n, char* err, size_t errlen) {
     struct stat sb;
@@ -97,19 +98,9 @@ static int check_hash_(hid_t f, const char* file, const Trainer* tr, const CkSet
 static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, int rank, MPI_Comm comm, void* out, size_t nbytes) {
     hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
     if (ds < 0) return -1;
-    hid_t fs = H5Dget_space(ds), ms;
-    char dummy[8];
-    if (rank == 0) {
-        ms = H5Scopy(fs);
-    } else {
-        hsize_t one = 1;
-        ms = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(ms);
-        H5Sselect_none(fs);
-    }
-    herr_t rc = H5Dread(ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, ms, fs, dxpl, rank == 0 ? out : dummy);
-    H5Sclose(ms);
-    H5Sclose(fs);
+    int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
+    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, 0, rank == 0 ? rows : 0, rows,
+                             nbytes / (size_t)rows, out);
     H5Dclose(ds);
     int bad = rc < 0;
     if (comm != MPI_COMM_NULL) {
@@ -122,26 +113,13 @@ static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, int rank, MPI_Comm c
     return bad ? -1 : 0;
 }
 
-/* Each rank reads rows [first, first+local). */
-static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int64_t first, int64_t local, void* out) {
+/* Each rank reads rows [first, first+local) (P' = this run's world size). */
+static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int P, int64_t first, int64_t local, void* out) {
     hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
     if (ds < 0) return -1;
-    hsize_t cols = s->ndim == 2 ? s->dims[1] : 1;
-    hsize_t start[2] = {(hsize_t)first, 0}, count[2] = {(hsize_t)local, cols};
-    hid_t fs = H5Dget_space(ds), ms;
-    char dummy[8];
-    if (local > 0) {
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        ms = H5Screate_simple(s->ndim, count, NULL);
-    } else {
-        hsize_t one = 1;
-        ms = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(ms);
-        H5Sselect_none(fs);
-    }
-    herr_t rc = H5Dread(ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, ms, fs, dxpl, local > 0 ? out : dummy);
-    H5Sclose(ms);
-    H5Sclose(fs);
+    size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * (s->is_float ? 4 : 8);
+    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, first, first + local,
+                             shard_block_rows((int64_t)s->dims[0], P), row_bytes, out);
     H5Dclose(ds);
     return rc < 0 ? -1 : 0;
 }
@@ -165,7 +143,7 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
 
 /* Read every tensor; checksums summed over ranks and compared. 0, or -1 with err. */
 static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl, int rank,
-                         MPI_Comm comm, char* err, size_t errlen) {
+                         int P, MPI_Comm comm, char* err, size_t errlen) {
     uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
     int bad = -1;
     for (int i = 0; i < n && bad < 0; i++) {
@@ -176,7 +154,7 @@ static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* se
         size_t esz = s->is_float ? 4 : 8;
         if (ckpt_is_rows(s->src)) {
             size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * esz;
-            if (read_rows_(f, s, dxpl, first, local, out)) bad = i;
+            if (read_rows_(f, s, dxpl, comm == MPI_COMM_NULL ? 1 : P, first, local, out)) bad = i;
             else if (local > 0) sums[i] = ckpt_checksum(out, (size_t)local * row_bytes, (uint64_t)first * row_bytes / 4);
         } else {
             size_t numel = 1;
@@ -242,7 +220,7 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
                    ckpt_attr_read_u64(g, "seed", &st->seed) || ckpt_attr_read_i64(g, "data_position", &ds) ||
                    ckpt_attr_read_i64(g, "bad_steps", &bs)) {
             ckpt_errf(err, errlen, "%s: step, tokens_seen, world_size or /state attributes missing (corrupt file)", file);
-        } else if (read_tensors_(f, file, tr, sets, n, dxpl, rank, comm, err, errlen) == 0) {
+        } else if (read_tensors_(f, file, tr, sets, n, dxpl, rank, tr->comm ? tr->comm->size : 1, comm, err, errlen) == 0) {
             st->world_size = (int)ws;
             st->data_position = ds;
             st->bad_steps = (long)bs;

@@ -12,6 +12,9 @@ int bench_hash_main(int argc, char** argv);
 int bench_train_main(int argc, char** argv);
 /* `mpirun -np P engram bench exchange CONFIG [k=v ...] [--steps N]` (parallel/bench_exchange.c) */
 int bench_exchange_main(int argc, char** argv);
+/* `engram bench checkpoint CONFIG [key=value ...] [--dir DIR] [--reps N]`: save/load MB/s at the
+ * world size it runs at (plain or under mpirun) next to fwrite+fsync / fread of the same bytes. */
+int bench_checkpoint_main(int argc, char** argv);
 
 /* `engram bench tokenize [--tokenizer PATH] [--reps N] [FILE]`: encode MB/s of one text. */
 int bench_tokenize_main(int argc, char** argv);

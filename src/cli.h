@@ -13,6 +13,7 @@ int cmd_hash(int argc, char** argv);
 int cmd_config(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
 
 /* True if argv[i] asks for help. */
 int cli_is_help(const char* arg);

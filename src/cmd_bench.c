@@ -15,6 +15,7 @@ static const struct {
 } BENCHES[] = {
     {"hash", bench_hash_main, "hash                           hashing throughput: 2 layers, N=3, H=8, 1M tokens"},
     {"tokenize", bench_tokenize_main, "tokenize [--tokenizer PATH] [--reps N] [FILE]   encode MB/s"},
+    {"checkpoint", bench_checkpoint_main, "checkpoint CONFIG [k=v ...] [--dir DIR] [--reps N]   save/load MB/s vs fwrite+fsync/fread (mpirun-able)"},
     {"train", bench_train_main, "train CONFIG [k=v ...] [--steps N] [--warmup N]   single-rank tokens/s, GEMM share"},
     {"exchange", bench_exchange_main, "exchange CONFIG [k=v ...] [--steps N]   under mpirun: step split, exchange vs plain all-to-all"},
 };

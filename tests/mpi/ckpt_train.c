@@ -5,7 +5,8 @@
  *       sequence index, each rank its shard_batch_range slice); with --load the state comes from a
  *       checkpoint (whose step must be A); with --save it is saved after step B. Rank 0 writes
  *       OUT.losses (doubles, one per step) and OUT.state (floats: params, m, v, then every Engram
- *       layer's table, m, v and row update counts, gathered in row order).
+ *       layer's table, m, v and row update counts, gathered in row order). A config with
+ *       data.tokenizer trains through its compression, which the checkpoint then records.
  *   ckpt_train compare CONFIG A.state B.state TOL   per part max|Δ| ≤ TOL·max|A| (TOL 0: bit-equal);
  *       Adam moments 10·TOL (they amplify summation-order noise), row update counts exact
  *   ckpt_train losses A.losses B.losses TOL          |Δ| ≤ TOL·|A| per step
@@ -26,6 +27,7 @@
 
 #include "checkpoint.h"
 #include "comm.h"
+#include "compress.h"
 #include "config.h"
 #include "rng.h"
 #include "shard.h"
@@ -99,12 +101,20 @@ static int run_(int argc, char** argv, const Comm* w) {
     }
     Config c;
     load_config_(&c, cfg_path, n_over, over);
+    char err[1024], file[4400];
+    Compression comp = {0}, *compp = NULL;
+    if (c.data.tokenizer[0]) {   // with a tokenizer: its compression, recorded in the checkpoint
+        Tokenizer* tk = tokenizer_load(c.data.tokenizer, err, sizeof err);
+        if (!tk || compress_for_config(&comp, &c, tk, err, sizeof err)) engram_fail("%s", err);
+        tokenizer_free(tk);
+        compp = &comp;
+    }
     const int B = c.train.batch_size, T = c.model.seq_len, V = c.model.vocab_size;
     int first, count;
     shard_batch_range(B, w->size, w->rank, &first, &count);
     Trainer tr;
     trainer_init(&tr, &c, count, (uint64_t)c.run.seed, w);
-    char err[1024], file[4400];
+    tr.lookup = comp.lookup;
     CkptState st = {0};
     if (load) {
         if (checkpoint_resolve(load, file, sizeof file, err, sizeof err) || checkpoint_load(&tr, file, &st, err, sizeof err))
@@ -123,8 +133,9 @@ static int run_(int argc, char** argv, const Comm* w) {
     if (save) {
         st = (CkptState){.step = tr.step, .tokens_seen = (int64_t)to * B * T, .data_position = (int64_t)to * B,
                          .seed = (uint64_t)c.run.seed, .world_size = w->size, .bad_steps = tr.bad_steps};
-        if (checkpoint_save(&tr, &c, NULL, &st, save, err, sizeof err)) engram_fail("%s", err);
+        if (checkpoint_save(&tr, &c, compp, &st, save, err, sizeof err)) engram_fail("%s", err);
     }
+    if (compp) compress_free(compp);
     char path[4400];
     snprintf(path, sizeof path, "%s.losses", out);
     if (w->rank == 0) {

@@ -1,0 +1,132 @@
+/*
+ * bench_checkpoint.c — `engram bench checkpoint CONFIG [key=value ...] [--dir DIR] [--reps N]`:
+ * checkpoint save and load throughput (MB/s of the file) at the world size it runs at (plain, or
+ * under mpirun), next to a plain sequential write (fwrite + fsync) and read (fread) of the same
+ * number of bytes by one process on the same disk in the same run. Save includes everything
+ * checkpoint_save does (collective write, fsync, verification, rename, `latest`); load includes
+ * every check and checksum. One training step runs first so that every buffer holds values (never
+ * touched calloc'ed moments would make the save pay for page faults a real run never sees).
+ * Prints one JSON line (rank 0). Best of --reps (default 3) each.
+ *
+ * Not here: correctness (tests/mpi/checkpoint_*.sh).
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "checkpoint.h"
+#include "cli.h"
+#include "comm.h"
+#include "common.h"
+#include "rng.h"
+#include "shard.h"
+
+/* One process writes n bytes with fwrite + fsync, then reads them back with fread: seconds each. */
+static void plain_io_(const char* path, size_t n, double* t_write, double* t_read) {
+    size_t chunk = (size_t)8 << 20;
+    char* buf = mallocCheck(chunk);
+    for (size_t i = 0; i < chunk; i++) buf[i] = (char)(i * 131 + 7);
+    double t0 = engram_now();
+    FILE* f = fopen(path, "wb");
+    if (!f) engram_fail("bench checkpoint: cannot write %s", path);
+    for (size_t off = 0; off < n; off += chunk) fwrite(buf, 1, n - off < chunk ? n - off : chunk, f);
+    fflush(f);
+    fsync(fileno(f));
+    fclose(f);
+    *t_write = engram_now() - t0;
+    t0 = engram_now();
+    f = fopen(path, "rb");
+    size_t got = 0, k;
+    while ((k = fread(buf, 1, chunk, f)) > 0) got += k;
+    fclose(f);
+    *t_read = engram_now() - t0;
+    if (got != n) engram_fail("bench checkpoint: read back %zu of %zu bytes from %s", got, n, path);
+    unlink(path);
+    free(buf);
+}
+
+int bench_checkpoint_main(int argc, char** argv) {
+    const char *path = NULL, *dir = "bench_checkpoint.tmp", *v;
+    int reps = 3, n_over = 0;
+    char** over = callocCheck(argc, sizeof(char*));
+    for (int i = 1; i < argc; i++) {
+        if ((v = cli_option(argc, argv, &i, "--dir"))) dir = v;
+        else if ((v = cli_option(argc, argv, &i, "--reps"))) reps = atoi(v);
+        else if (argv[i][0] == '-') engram_fail("bench checkpoint: unknown option %s", argv[i]);
+        else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
+        else path = argv[i];
+    }
+    if (!path) engram_fail("usage: engram bench checkpoint CONFIG [key=value ...] [--dir DIR] [--reps N]");
+    if (reps < 1) engram_fail("bench checkpoint: --reps must be >= 1 (got %d)", reps);
+    Comm w;
+    comm_init(&w, &argc, &argv);
+    Config c;
+    cli_load_config(&c, path, n_over, over);
+    free(over);
+    c.checkpoint.keep = reps + 1;   // pruning (deleting an old file) is not what is measured
+    int first, count;
+    shard_batch_range(c.train.batch_size, w.size, w.rank, &first, &count);
+    Trainer tr;
+    trainer_init(&tr, &c, count > 0 ? count : 1, (uint64_t)c.run.seed, w.size > 1 ? &w : NULL);
+    // one real step first, so every buffer (Adam moments included) holds values, as in a run
+    const int T = c.model.seq_len, V = c.model.vocab_size, B = count > 0 ? count : 1;
+    int32_t* x = mallocCheck((size_t)B * T * sizeof(int32_t));
+    int32_t* y = mallocCheck((size_t)B * T * sizeof(int32_t));
+    for (size_t i = 0; i < (size_t)B * T; i++) x[i] = (int32_t)(rng_u64(7, (uint64_t)w.rank, i) % (uint64_t)V), y[i] = x[i];
+    trainer_step(&tr, x, y);
+    free(x), free(y);
+    char err[1024], file[4400];
+    double best_save = 1e30, best_load = 1e30, best_w = 1e30, best_r = 1e30;
+    CkptState st = {.seed = (uint64_t)c.run.seed, .world_size = w.size};
+    for (int r = 0; r < reps; r++) {
+        st.step = r;
+        mpiCheck(MPI_Barrier(w.comm));
+        double t0 = engram_now();
+        if (checkpoint_save(&tr, &c, NULL, &st, dir, err, sizeof err)) engram_fail("%s", err);
+        mpiCheck(MPI_Barrier(w.comm));
+        double ts = engram_now() - t0;
+        snprintf(file, sizeof file, "%s/step_%08d.h5", dir, r);
+        t0 = engram_now();
+        CkptState got;
+        if (checkpoint_load(&tr, file, &got, err, sizeof err)) engram_fail("%s", err);
+        mpiCheck(MPI_Barrier(w.comm));
+        double tl = engram_now() - t0;
+        best_save = ts < best_save ? ts : best_save;
+        best_load = tl < best_load ? tl : best_load;
+    }
+    struct stat sb;
+    if (stat(file, &sb)) engram_fail("bench checkpoint: %s vanished", file);
+    size_t bytes = (size_t)sb.st_size;
+    if (w.rank == 0) {
+        char plain[4400];
+        snprintf(plain, sizeof plain, "%s/plain.bin", dir);
+        for (int r = 0; r < reps; r++) {
+            double tw, trd;
+            plain_io_(plain, bytes, &tw, &trd);
+            best_w = tw < best_w ? tw : best_w;
+            best_r = trd < best_r ? trd : best_r;
+        }
+        double mb = (double)bytes / 1e6;
+        printf("{\"bench\":\"checkpoint\",\"config\":\"%s\",\"ranks\":%d,\"bytes\":%zu,\"save_s\":%.4f,\"load_s\":%.4f,"
+               "\"save_MBps\":%.1f,\"load_MBps\":%.1f,\"plain_write_MBps\":%.1f,\"plain_read_MBps\":%.1f,"
+               "\"save_ratio\":%.3f,\"load_ratio\":%.3f,\"reps\":%d}\n",
+               path, w.size, bytes, best_save, best_load, mb / best_save, mb / best_load, mb / best_w, mb / best_r,
+               best_w / best_save, best_r / best_load, reps);
+        for (int r = 0; r < reps; r++) {
+            snprintf(file, sizeof file, "%s/step_%08d.h5", dir, r);
+            unlink(file);
+        }
+        char latest[4400];
+        snprintf(latest, sizeof latest, "%s/latest", dir);
+        unlink(latest);
+        rmdir(dir);
+    }
+    trainer_free(&tr);
+    config_free(&c);
+    comm_free(&w);
+    return 0;
+}
