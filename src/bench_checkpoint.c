@@ -77,7 +77,7 @@ int bench_checkpoint_main(int argc, char** argv) {
     int32_t* x = mallocCheck((size_t)B * T * sizeof(int32_t));
     int32_t* y = mallocCheck((size_t)B * T * sizeof(int32_t));
     for (size_t i = 0; i < (size_t)B * T; i++) x[i] = (int32_t)(rng_u64(7, (uint64_t)w.rank, i) % (uint64_t)V), y[i] = x[i];
-    trainer_step(&tr, x, y);
+    trainer_step(&tr, x, y, NULL);
     free(x), free(y);
     char err[1024], file[4400];
     double best_save = 1e30, best_load = 1e30, best_w = 1e30, best_r = 1e30;
