@@ -5,7 +5,9 @@
  * all-reduce (in the step, so waiting for slower ranks counts), and one whole exchange of the last
  * step's rows timed alone after a barrier next to plain MPI_Alltoall/Alltoallv calls moving the
  * same bytes between the same ranks in the same run (counts, keys, rows forward, gradients back),
- * without the grouping, dedup, gathers and sums around them. One JSON line on rank 0.
+ * without the grouping, dedup, gathers and sums around them; and the same for the rows alone (the
+ * part a training step waits for: the plan is prefetched during the previous step). One JSON line
+ * on rank 0. ENGRAM_BENCH_REPS sets the repetitions (best of, default 20).
  *
  * Not here: correctness (tests/mpi/), single-rank compute speed (bench train).
  */
@@ -20,8 +22,9 @@
 #include "shard.h"
 #include "train.h"
 
-/* The same four collectives as one exchange step, on uninitialised buffers of the same sizes. */
-static double plain_alltoall_(const Exchange* ex, int reps) {
+/* The same collectives as one exchange step (counts and keys too when with_plan), on buffers of the
+ * same sizes. */
+static double plain_alltoall_(const Exchange* ex, int reps, int with_plan) {
     const ExchangePlan* p = &ex->plan[ex->cur];
     const int P = ex->comm->size;
     int* tmp = mallocCheck(P * sizeof(int));
@@ -33,8 +36,11 @@ static double plain_alltoall_(const Exchange* ex, int reps) {
     for (int r = 0; r < reps; r++) {
         mpiCheck(MPI_Barrier(ex->comm->comm));
         double t0 = engram_now();
-        mpiCheck(MPI_Alltoall(p->scount, 1, MPI_INT, tmp, 1, MPI_INT, ex->comm->comm));
-        mpiCheck(MPI_Alltoallv(k_out, p->scount, p->sdispl, MPI_INT64_T, k_in, p->rcount, p->rdispl, MPI_INT64_T, ex->comm->comm));
+        if (with_plan) {
+            mpiCheck(MPI_Alltoall(p->scount, 1, MPI_INT, tmp, 1, MPI_INT, ex->comm->comm));
+            mpiCheck(MPI_Alltoallv(k_out, p->scount, p->sdispl, MPI_INT64_T, k_in, p->rcount, p->rdispl, MPI_INT64_T,
+                                   ex->comm->comm));
+        }
         mpiCheck(MPI_Alltoallv(r_out, p->rcount, p->rdispl, ex->row_t, r_in, p->scount, p->sdispl, ex->row_t, ex->comm->comm));
         mpiCheck(MPI_Alltoallv(r_in, p->scount, p->sdispl, ex->row_t, r_out, p->rcount, p->rdispl, ex->row_t, ex->comm->comm));
         double dt = engram_now() - t0;
@@ -47,13 +53,13 @@ static double plain_alltoall_(const Exchange* ex, int reps) {
 
 /* One whole exchange for the last step's rows (plan, rows forward, gradients back), after a
  * barrier so that waiting for slower ranks' compute is not counted; max over ranks, best of reps. */
-static double exchange_alone_(Trainer* tr, int reps) {
+static double exchange_alone_(Trainer* tr, int reps, int with_plan) {
     Exchange* ex = &tr->ex;
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         mpiCheck(MPI_Barrier(ex->comm->comm));
         double t0 = engram_now();
-        exchange_plan(ex, &tr->rows, &tr->tables);
+        if (with_plan) exchange_plan(ex, &tr->rows, &tr->tables);
         exchange_forward(ex, &tr->tables);
         exchange_backward(ex);
         double dt = engram_now() - t0;
@@ -109,17 +115,19 @@ int bench_exchange_main(int argc, char** argv) {
         int32_t* t = x; x = xn; xn = t;
         t = y; y = yn; yn = t;
     }
-    double alone = exchange_alone_(&tr, getenv("ENGRAM_BENCH_REPS") ? atoi(getenv("ENGRAM_BENCH_REPS")) : 5);
-    double plain = plain_alltoall_(&tr.ex, 5);
+    int reps = getenv("ENGRAM_BENCH_REPS") ? atoi(getenv("ENGRAM_BENCH_REPS")) : 20;
+    double alone = exchange_alone_(&tr, reps, 1), plain = plain_alltoall_(&tr.ex, reps, 1);
+    double rows = exchange_alone_(&tr, reps, 0), plain_rows = plain_alltoall_(&tr.ex, reps, 0);
     double sums[4] = {t_step / steps, t_ex / steps, t_ar / steps, (double)bytes / steps};
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 4, MPI_DOUBLE, MPI_SUM, w.comm));   // mean over ranks
     for (int i = 0; i < 4; i++) sums[i] /= w.size;
     if (w.rank == 0)
         printf("{\"bench\":\"exchange\",\"config\":\"%s\",\"P\":%d,\"steps\":%d,\"step_s\":%.4f,\"compute_s\":%.4f,"
                "\"exchange_s\":%.5f,\"allreduce_s\":%.5f,\"wire_bytes_per_rank\":%.0f,\"exchange_alone_s\":%.5f,"
-               "\"plain_alltoall_s\":%.5f,\"exchange_over_plain\":%.2f}\n",
+               "\"plain_alltoall_s\":%.5f,\"exchange_over_plain\":%.2f,\"rows_only_s\":%.5f,\"plain_rows_s\":%.5f,"
+               "\"rows_over_plain\":%.2f}\n",
                path, w.size, steps, sums[0], sums[0] - sums[1] - sums[2], sums[1], sums[2], sums[3], alone, plain,
-               plain > 0 ? alone / plain : 0.0);
+               plain > 0 ? alone / plain : 0.0, rows, plain_rows, plain_rows > 0 ? rows / plain_rows : 0.0);
     free(x), free(y), free(xn), free(yn);
     trainer_free(&tr);
     config_free(&c);
