@@ -9,6 +9,7 @@
 
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_sweep(int argc, char** argv);
 int cmd_hash(int argc, char** argv);
 int cmd_config(int argc, char** argv);
 int cmd_bench(int argc, char** argv);

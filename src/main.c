@@ -14,15 +14,10 @@ typedef struct {
     const char* summary;
 } Command;
 
-static int not_yet_(int argc, char** argv) {
-    (void)argc;
-    engram_fail("'%s' is not available in this version yet; see README.md for what works today", argv[0]);
-}
-
 static const Command COMMANDS[] = {
     {"train", cmd_train, "train (or resume) a model: engram train CONFIG [key=value ...]"},
     {"eval", cmd_eval, "validation loss of a checkpoint: engram eval CHECKPOINT [--data GLOB]"},
-    {"sweep", not_yet_, "rho-allocation sweeps: engram sweep plan|run|report ..."},
+    {"sweep", cmd_sweep, "rho-allocation sweeps: engram sweep plan|run|report ..."},
     {"inspect", cmd_inspect, "show a checkpoint: engram inspect CHECKPOINT [--tensor NAME [--slice A:B]] [--ngram TEXT] [--json]"},
     {"tokenize", cmd_tokenize, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
     {"hash", cmd_hash, "rows an n-gram maps to: engram hash CONFIG (--text STR | --ids=LIST) [--json]"},
