@@ -48,22 +48,26 @@ int sweep_point_config(const Config* c, const SweepPoint* p, Config* out, char* 
     return rc;
 }
 
+void sweep_account(const Config* pc, Accounting* a) {
+    NgramHash nh;
+    memset(&nh, 0, sizeof nh);
+    if (pc->engram.layers.n > 0)   // the row counts depend on the bases and layers, not on V'
+        ngram_hash_init(&nh, pc->engram.layers.v, pc->engram.layers.n, pc->engram.max_ngram, pc->engram.heads_per_ngram,
+                        pc->engram.vocab_bases.v, pc->model.vocab_size, 0, (uint64_t)pc->engram.seed,
+                        (EngramFlavour)pc->engram.flavour);
+    TensorTable tt;
+    tensors_build(&tt, pc, nh.rows);
+    accounting_compute(pc, &tt, a);
+    tensors_free(&tt);
+    if (pc->engram.layers.n > 0) ngram_hash_free(&nh);
+}
+
 /* Accounting of the point (E, base): its config's tensor table, tables sized by the primes. */
 static int count_(const Config* c, SweepPoint* p, char* err, size_t errlen) {
     point_overrides_(c, p);
     Config pc;
     if (sweep_point_config(c, p, &pc, err, errlen)) return -1;
-    NgramHash nh;
-    memset(&nh, 0, sizeof nh);
-    if (pc.engram.layers.n > 0)   // the row counts depend on the bases and layers, not on V'
-        ngram_hash_init(&nh, pc.engram.layers.v, pc.engram.layers.n, pc.engram.max_ngram, pc.engram.heads_per_ngram,
-                        pc.engram.vocab_bases.v, pc.model.vocab_size, 0, (uint64_t)pc.engram.seed,
-                        (EngramFlavour)pc.engram.flavour);
-    TensorTable tt;
-    tensors_build(&tt, &pc, nh.rows);
-    accounting_compute(&pc, &tt, &p->acc);
-    tensors_free(&tt);
-    if (pc.engram.layers.n > 0) ngram_hash_free(&nh);
+    sweep_account(&pc, &p->acc);
     config_free(&pc);
     return 0;
 }

@@ -31,6 +31,9 @@ typedef struct {
  * in err (no MoE layers, a budget too small for a ρ, ...). */
 int sweep_plan(const Config* c, SweepPoint** out, char* err, size_t errlen);
 
+/* Accounting of any config from its own tensor table (tables sized by their primes). */
+void sweep_account(const Config* c, Accounting* a);
+
 /* The point's config: c with the point's overrides applied. 0 or −1 with err. */
 int sweep_point_config(const Config* c, const SweepPoint* p, Config* out, char* err, size_t errlen);
 
