@@ -13,15 +13,6 @@
 
 #include "common.h"
 
-static int fail_(char* err, size_t n, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail_(char* err, size_t n, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static void check_little_endian_(void) {
     uint32_t one = 1;
     uint8_t b;
@@ -35,10 +26,10 @@ static uint64_t u64_(const uint8_t* p) { return (uint64_t)u32_(p) | (uint64_t)u3
 /* Body of n tokens of width bytes each at off, the file being size bytes. */
 static int check_size_(const char* path, uint64_t size, uint64_t off, uint64_t n, int width, char* err, size_t errlen) {
     if (n > (size - off) / (uint64_t)width && size >= off)
-        return fail_(err, errlen, "%s: truncated: header says %llu tokens (%llu bytes) but the file has %llu bytes", path,
+        return engram_errf(err, errlen, "%s: truncated: header says %llu tokens (%llu bytes) but the file has %llu bytes", path,
                      (unsigned long long)n, (unsigned long long)(off + n * (uint64_t)width), (unsigned long long)size);
     if (off + n * (uint64_t)width != size)
-        return fail_(err, errlen, "%s: %llu bytes after the %llu tokens the header announces (corrupt or not a shard)",
+        return engram_errf(err, errlen, "%s: %llu bytes after the %llu tokens the header announces (corrupt or not a shard)",
                      path, (unsigned long long)(size - off - n * (uint64_t)width), (unsigned long long)n);
     return 0;
 }
@@ -46,13 +37,13 @@ static int check_size_(const char* path, uint64_t size, uint64_t off, uint64_t n
 static int read_body_(FILE* f, const char* path, TokenShard* s, int width, char* err, size_t errlen) {
     s->ids = mallocCheck(s->n * sizeof(int32_t));
     if (width == 4) {
-        if (fread(s->ids, 4, s->n, f) != s->n) return fail_(err, errlen, "%s: read error", path);
+        if (fread(s->ids, 4, s->n, f) != s->n) return engram_errf(err, errlen, "%s: read error", path);
         return 0;
     }
     uint16_t buf[4096];
     for (size_t i = 0; i < s->n;) {
         size_t k = s->n - i < 4096 ? s->n - i : 4096;
-        if (fread(buf, 2, k, f) != k) return fail_(err, errlen, "%s: read error", path);
+        if (fread(buf, 2, k, f) != k) return engram_errf(err, errlen, "%s: read error", path);
         for (size_t j = 0; j < k; j++) s->ids[i + j] = buf[j];
         i += k;
     }
@@ -66,11 +57,11 @@ static int read_header_(FILE* f, const char* path, uint64_t size, int64_t vocab,
     if (got >= SHARD_HEADER_BYTES && !memcmp(h, SHARD_MAGIC, 8)) {
         uint32_t version = u32_(h + 8), V = u32_(h + 12);
         if (version != SHARD_VERSION)
-            return fail_(err, errlen, "%s: engram shard version %u; this engram reads version %d (upgrade engram)", path,
+            return engram_errf(err, errlen, "%s: engram shard version %u; this engram reads version %d (upgrade engram)", path,
                          version, SHARD_VERSION);
-        if (V == 0 || V > INT32_MAX) return fail_(err, errlen, "%s: vocab size %u in the header is invalid", path, V);
+        if (V == 0 || V > INT32_MAX) return engram_errf(err, errlen, "%s: vocab size %u in the header is invalid", path, V);
         if (vocab > 0 && V > vocab)
-            return fail_(err, errlen, "%s: shard vocab size %u exceeds the model's %lld (another tokenizer?)", path, V,
+            return engram_errf(err, errlen, "%s: shard vocab size %u exceeds the model's %lld (another tokenizer?)", path, V,
                          (long long)vocab);
         s->format = SHARD_ENGRAM, s->n = u64_(h + 16), s->vocab = vocab > 0 ? vocab : V;
         *width = 4, *off = SHARD_HEADER_BYTES;
@@ -79,15 +70,15 @@ static int read_header_(FILE* f, const char* path, uint64_t size, int64_t vocab,
     if (got >= sizeof h && u32_(h) == SHARD_LLMC_MAGIC) {
         uint32_t version = u32_(h + 4);
         if (version != 1 && version != 2)
-            return fail_(err, errlen, "%s: llm.c shard version %u; known are 1 (uint16 tokens) and 2 (uint32)", path,
+            return engram_errf(err, errlen, "%s: llm.c shard version %u; known are 1 (uint16 tokens) and 2 (uint32)", path,
                          version);
         s->format = version == 1 ? SHARD_LLMC_U16 : SHARD_LLMC_U32, s->n = u32_(h + 8);
         s->vocab = vocab > 0 ? vocab : (int64_t)INT32_MAX + 1;
         *width = version == 1 ? 2 : 4, *off = sizeof h;
         return 0;
     }
-    if (got < SHARD_HEADER_BYTES) return fail_(err, errlen, "%s: truncated: %llu bytes, shorter than a shard header", path, (unsigned long long)size);
-    return fail_(err, errlen, "%s: not a token shard (magic is neither \"%s\" nor llm.c's %d)", path, SHARD_MAGIC,
+    if (got < SHARD_HEADER_BYTES) return engram_errf(err, errlen, "%s: truncated: %llu bytes, shorter than a shard header", path, (unsigned long long)size);
+    return engram_errf(err, errlen, "%s: not a token shard (magic is neither \"%s\" nor llm.c's %d)", path, SHARD_MAGIC,
                  SHARD_LLMC_MAGIC);
 }
 
@@ -95,20 +86,20 @@ int shards_read(const char* path, int64_t vocab, TokenShard* s, char* err, size_
     check_little_endian_();
     memset(s, 0, sizeof *s);
     FILE* f = fopen(path, "rb");
-    if (!f) return fail_(err, errlen, "%s: cannot open shard (%s)", path, strerror(errno));
+    if (!f) return engram_errf(err, errlen, "%s: cannot open shard (%s)", path, strerror(errno));
     struct stat st;
     int width = 4;
     uint64_t off = 0;
-    int rc = fstat(fileno(f), &st) ? fail_(err, errlen, "%s: cannot stat", path) : 0;
+    int rc = fstat(fileno(f), &st) ? engram_errf(err, errlen, "%s: cannot stat", path) : 0;
     if (!rc) rc = read_header_(f, path, (uint64_t)st.st_size, vocab, s, &width, &off, err, errlen);
     if (!rc) rc = check_size_(path, (uint64_t)st.st_size, off, s->n, width, err, errlen);
-    if (!rc && fseek(f, (long)off, SEEK_SET)) rc = fail_(err, errlen, "%s: seek failed", path);
+    if (!rc && fseek(f, (long)off, SEEK_SET)) rc = engram_errf(err, errlen, "%s: seek failed", path);
     if (!rc) rc = read_body_(f, path, s, width, err, errlen);
     fclose(f);
     for (size_t i = 0; !rc && i < s->n; i++) {
         uint32_t id = (uint32_t)s->ids[i];   // uint32 on disk: ≥ 2^31 reads as negative here
         if ((int64_t)id >= s->vocab)
-            rc = fail_(err, errlen, "%s: token %zu is %u, not below the vocab size %lld", path, i, id, (long long)s->vocab);
+            rc = engram_errf(err, errlen, "%s: token %zu is %u, not below the vocab size %lld", path, i, id, (long long)s->vocab);
     }
     if (rc) shards_free(s);
     return rc;
@@ -135,21 +126,21 @@ int shards_writer_open(ShardWriter* w, const char* path, uint32_t vocab, char* e
     check_little_endian_();
     memset(w, 0, sizeof *w);
     struct stat st;
-    if (stat(path, &st) == 0) return fail_(err, errlen, "%s exists; engram never overwrites shards (remove it or choose another --out)", path);
+    if (stat(path, &st) == 0) return engram_errf(err, errlen, "%s exists; engram never overwrites shards (remove it or choose another --out)", path);
     snprintf(w->path, sizeof w->path, "%s", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp", path);
     w->vocab = vocab;
     w->f = fopen(w->tmp, "wb");
-    if (!w->f) return fail_(err, errlen, "%s: cannot create (%s)", w->tmp, strerror(errno));
-    if (write_header_(w)) { shards_writer_abort(w); return fail_(err, errlen, "%s: write error", w->tmp); }
+    if (!w->f) return engram_errf(err, errlen, "%s: cannot create (%s)", w->tmp, strerror(errno));
+    if (write_header_(w)) { shards_writer_abort(w); return engram_errf(err, errlen, "%s: write error", w->tmp); }
     return 0;
 }
 
 int shards_writer_append(ShardWriter* w, const int32_t* ids, size_t n, char* err, size_t errlen) {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || (uint32_t)ids[i] >= w->vocab)
-            return fail_(err, errlen, "%s: token %d is outside the vocab [0, %u)", w->path, ids[i], w->vocab);
-    if (fwrite(ids, 4, n, w->f) != n) return fail_(err, errlen, "%s: write error (%s)", w->tmp, strerror(errno));
+            return engram_errf(err, errlen, "%s: token %d is outside the vocab [0, %u)", w->path, ids[i], w->vocab);
+    if (fwrite(ids, 4, n, w->f) != n) return engram_errf(err, errlen, "%s: write error (%s)", w->tmp, strerror(errno));
     w->n += n;
     return 0;
 }
@@ -158,11 +149,11 @@ int shards_writer_close(ShardWriter* w, char* err, size_t errlen) {
     int bad = write_header_(w) || fflush(w->f) || fsync(fileno(w->f));
     bad |= fclose(w->f) != 0;
     w->f = NULL;
-    if (bad) { unlink(w->tmp); return fail_(err, errlen, "%s: write error", w->tmp); }
+    if (bad) { unlink(w->tmp); return engram_errf(err, errlen, "%s: write error", w->tmp); }
     if (link(w->tmp, w->path) != 0) {
         int e = errno;
         unlink(w->tmp);
-        return fail_(err, errlen, "%s: cannot put in place (%s)%s", w->path, strerror(e),
+        return engram_errf(err, errlen, "%s: cannot put in place (%s)%s", w->path, strerror(e),
                      e == EEXIST ? "; engram never overwrites shards" : "");
     }
     unlink(w->tmp);

@@ -22,33 +22,6 @@
 #include "common.h"
 #include "sha256.h"
 
-static int fail_(char* err, size_t n, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail_(char* err, size_t n, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-char* tokfiles_slurp(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char* buf = mallocCheck(cap);
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) buf = reallocCheck(buf, cap *= 2);
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { free(buf); return NULL; }
-    buf[len] = '\0';
-    *n = len;
-    return buf;
-}
-
 static int is_dir_(const char* p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
 static int is_file_(const char* p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
 
@@ -61,13 +34,13 @@ static int line_of_(const char* text, size_t off) {
 
 static cJSON* parse_json_(const char* path, char** text_out, size_t* len, char* err, size_t errlen) {
     size_t n;
-    char* text = tokfiles_slurp(path, &n);
-    if (!text) { fail_(err, errlen, "%s: cannot read tokenizer file", path); return NULL; }
+    char* text = engram_read_file(path, &n);
+    if (!text) { engram_errf(err, errlen, "%s: cannot read tokenizer file", path); return NULL; }
     const char* end = NULL;
     cJSON* root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
     if (!root) {
         size_t off = end ? (size_t)(end - text) : 0;
-        fail_(err, errlen, "%s:%d: not valid JSON", path, line_of_(text, off < n ? off : n));
+        engram_errf(err, errlen, "%s:%d: not valid JSON", path, line_of_(text, off < n ? off : n));
         free(text);
         return NULL;
     }
@@ -80,18 +53,18 @@ static void set_v_(TokenizerSpec* s, int64_t id) { if (id + 1 > s->V) s->V = id 
 
 /* Vocab object {"token": id, ...} → s->vocab[id]. */
 static int read_vocab_(const char* path, const cJSON* vocab, TokenizerSpec* s, char* err, size_t n) {
-    if (!cJSON_IsObject(vocab)) return fail_(err, n, "%s: model.vocab must be an object {token: id}", path);
+    if (!cJSON_IsObject(vocab)) return engram_errf(err, n, "%s: model.vocab must be an object {token: id}", path);
     int64_t maxid = -1;
     for (const cJSON* e = vocab->child; e; e = e->next) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= 2147483647.0 ||
             e->valuedouble != (double)(int64_t)e->valuedouble)
-            return fail_(err, n, "%s: vocab entry \"%s\" has no valid id", path, e->string);
+            return engram_errf(err, n, "%s: vocab entry \"%s\" has no valid id", path, e->string);
         if ((int64_t)e->valuedouble > maxid) maxid = (int64_t)e->valuedouble;
     }
     s->vocab = callocCheck((size_t)(maxid + 1), sizeof(char*));
     for (const cJSON* e = vocab->child; e; e = e->next) {
         int64_t id = (int64_t)e->valuedouble;
-        if (s->vocab[id]) return fail_(err, n, "%s: id %lld appears twice in the vocab", path, (long long)id);
+        if (s->vocab[id]) return engram_errf(err, n, "%s: id %lld appears twice in the vocab", path, (long long)id);
         s->vocab[id] = strdupCheck(e->string);
     }
     s->n_vocab = maxid + 1;
@@ -120,7 +93,7 @@ static int push_merge_line_(TokenizerSpec* s, size_t* cap, const char* line, siz
 }
 
 static int read_merges_(const char* path, const cJSON* merges, TokenizerSpec* s, char* err, size_t n) {
-    if (!cJSON_IsArray(merges)) return fail_(err, n, "%s: model.merges must be an array", path);
+    if (!cJSON_IsArray(merges)) return engram_errf(err, n, "%s: model.merges must be an array", path);
     size_t cap = 0, i = 0;
     for (const cJSON* m = merges->child; m; m = m->next, i++) {
         if (cJSON_IsString(m) && push_merge_line_(s, &cap, m->valuestring, strlen(m->valuestring)) == 0) continue;
@@ -130,7 +103,7 @@ static int read_merges_(const char* path, const cJSON* merges, TokenizerSpec* s,
                         strlen(m->child->next->valuestring));
             continue;
         }
-        return fail_(err, n, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", path, i);
+        return engram_errf(err, n, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", path, i);
     }
     return 0;
 }
@@ -139,14 +112,14 @@ static int flag_(const cJSON* o, const char* key) { return cJSON_IsTrue(cJSON_Ge
 
 static int read_added_(const char* path, const cJSON* added, TokenizerSpec* s, char* err, size_t n) {
     if (!added || cJSON_IsNull(added)) return 0;
-    if (!cJSON_IsArray(added)) return fail_(err, n, "%s: added_tokens must be an array", path);
+    if (!cJSON_IsArray(added)) return engram_errf(err, n, "%s: added_tokens must be an array", path);
     s->added = callocCheck((size_t)cJSON_GetArraySize(added) + 1, sizeof(TokAdded));
     for (const cJSON* a = added->child; a; a = a->next) {
         const cJSON* id = cJSON_GetObjectItemCaseSensitive(a, "id");
         const cJSON* content = cJSON_GetObjectItemCaseSensitive(a, "content");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= 2147483647.0 || !cJSON_IsString(content) ||
             !content->valuestring[0])
-            return fail_(err, n, "%s: added token %zu needs an id and a non-empty content", path, s->n_added);
+            return engram_errf(err, n, "%s: added token %zu needs an id and a non-empty content", path, s->n_added);
         TokAdded* t = &s->added[s->n_added++];
         t->content = strdupCheck(content->valuestring);
         t->id = (int32_t)id->valuedouble;
@@ -156,7 +129,7 @@ static int read_added_(const char* path, const cJSON* added, TokenizerSpec* s, c
         t->rstrip = flag_(a, "rstrip");
         t->single_word = flag_(a, "single_word");
         if (t->lstrip || t->rstrip || t->single_word)
-            return fail_(err, n, "%s: added token \"%s\" uses lstrip/rstrip/single_word, which engram does not support",
+            return engram_errf(err, n, "%s: added token \"%s\" uses lstrip/rstrip/single_word, which engram does not support",
                          path, t->content);
         set_v_(s, t->id);
     }
@@ -172,7 +145,7 @@ static int read_normalizer_(const char* path, const cJSON* norm, char* err, size
     if (!norm || cJSON_IsNull(norm)) return 0;
     const cJSON* list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
     if (!strcmp(type_of_(norm), "Sequence") && cJSON_IsArray(list) && cJSON_GetArraySize(list) == 0) return 0;
-    return fail_(err, n, "%s: normalizer %s is not supported (engram supports none or an empty Sequence)", path,
+    return engram_errf(err, n, "%s: normalizer %s is not supported (engram supports none or an empty Sequence)", path,
                  type_of_(norm));
 }
 
@@ -181,7 +154,7 @@ static int read_byte_level_(const char* path, const cJSON* bl, int in_sequence, 
     s->byte_level_regex = use_regex ? cJSON_IsTrue(use_regex) : 1;   // HF's default is true
     s->add_prefix_space = flag_(bl, "add_prefix_space");
     if (in_sequence && s->n_split > 0 && s->byte_level_regex)
-        return fail_(err, n, "%s: ByteLevel after Split must have use_regex false", path);
+        return engram_errf(err, n, "%s: ByteLevel after Split must have use_regex false", path);
     return 0;
 }
 
@@ -191,7 +164,7 @@ static int read_split_(const char* path, const cJSON* sp, TokenizerSpec* s, char
     const cJSON* str = cJSON_GetObjectItemCaseSensitive(pat, "String");
     const cJSON* beh = cJSON_GetObjectItemCaseSensitive(sp, "behavior");
     if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated") || flag_(sp, "invert"))
-        return fail_(err, n, "%s: Split pre-tokenizer with behavior %s%s is not supported (only Isolated, invert false)",
+        return engram_errf(err, n, "%s: Split pre-tokenizer with behavior %s%s is not supported (only Isolated, invert false)",
                      path, cJSON_IsString(beh) ? beh->valuestring : "?", flag_(sp, "invert") ? ", invert true" : "");
     char* src;
     if (cJSON_IsString(re)) {
@@ -200,9 +173,9 @@ static int read_split_(const char* path, const cJSON* sp, TokenizerSpec* s, char
         size_t len = strlen(str->valuestring);
         src = mallocCheck(len + 5);
         snprintf(src, len + 5, "\\Q%s\\E", str->valuestring);
-        if (strstr(str->valuestring, "\\E")) { free(src); return fail_(err, n, "%s: Split String pattern contains \\E", path); }
+        if (strstr(str->valuestring, "\\E")) { free(src); return engram_errf(err, n, "%s: Split String pattern contains \\E", path); }
     } else {
-        return fail_(err, n, "%s: Split pre-tokenizer needs pattern {\"Regex\": ...} or {\"String\": ...}", path);
+        return engram_errf(err, n, "%s: Split pre-tokenizer needs pattern {\"Regex\": ...} or {\"String\": ...}", path);
     }
     s->split_regex = reallocCheck(s->split_regex, (size_t)(s->n_split + 1) * sizeof(char*));
     s->split_regex[s->n_split++] = src;
@@ -211,34 +184,34 @@ static int read_split_(const char* path, const cJSON* sp, TokenizerSpec* s, char
 
 static int read_pre_tokenizer_(const char* path, const cJSON* pre, TokenizerSpec* s, char* err, size_t n) {
     if (!pre || cJSON_IsNull(pre))
-        return fail_(err, n, "%s: no pre_tokenizer; engram supports byte-level BPE (ByteLevel) only", path);
+        return engram_errf(err, n, "%s: no pre_tokenizer; engram supports byte-level BPE (ByteLevel) only", path);
     if (!strcmp(type_of_(pre), "ByteLevel")) return read_byte_level_(path, pre, 0, s, err, n);
     if (strcmp(type_of_(pre), "Sequence"))
-        return fail_(err, n, "%s: pre_tokenizer %s is not supported (ByteLevel, or Sequence of Split + ByteLevel)",
+        return engram_errf(err, n, "%s: pre_tokenizer %s is not supported (ByteLevel, or Sequence of Split + ByteLevel)",
                      path, type_of_(pre));
     const cJSON* list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
     int seen_bl = 0;
     for (const cJSON* p = cJSON_IsArray(list) ? list->child : NULL; p; p = p->next) {
         const char* t = type_of_(p);
-        if (seen_bl) return fail_(err, n, "%s: pre_tokenizer %s after ByteLevel is not supported", path, t);
+        if (seen_bl) return engram_errf(err, n, "%s: pre_tokenizer %s after ByteLevel is not supported", path, t);
         if (!strcmp(t, "Split")) {
             if (read_split_(path, p, s, err, n)) return -1;
         } else if (!strcmp(t, "ByteLevel")) {
             if (read_byte_level_(path, p, 1, s, err, n)) return -1;
             seen_bl = 1;
         } else {
-            return fail_(err, n, "%s: pre_tokenizer %s is not supported (ByteLevel, or Sequence of Split + ByteLevel)",
+            return engram_errf(err, n, "%s: pre_tokenizer %s is not supported (ByteLevel, or Sequence of Split + ByteLevel)",
                          path, t);
         }
     }
-    if (!seen_bl) return fail_(err, n, "%s: pre_tokenizer Sequence must end with ByteLevel (byte-level BPE)", path);
+    if (!seen_bl) return engram_errf(err, n, "%s: pre_tokenizer Sequence must end with ByteLevel (byte-level BPE)", path);
     return 0;
 }
 
 /* post_processor and decoder: null or ByteLevel (neither adds tokens nor changes ids). */
 static int read_passive_(const char* path, const cJSON* o, const char* what, char* err, size_t n) {
     if (!o || cJSON_IsNull(o) || !strcmp(type_of_(o), "ByteLevel")) return 0;
-    return fail_(err, n, "%s: %s %s is not supported (engram supports none or ByteLevel)", path, what, type_of_(o));
+    return engram_errf(err, n, "%s: %s %s is not supported (engram supports none or ByteLevel)", path, what, type_of_(o));
 }
 
 static int null_or_empty_(const cJSON* o) {
@@ -246,16 +219,16 @@ static int null_or_empty_(const cJSON* o) {
 }
 
 static int read_model_(const char* path, const cJSON* model, TokenizerSpec* s, char* err, size_t n) {
-    if (!cJSON_IsObject(model)) return fail_(err, n, "%s: no \"model\" object", path);
+    if (!cJSON_IsObject(model)) return engram_errf(err, n, "%s: no \"model\" object", path);
     const cJSON* type = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE")))
-        return fail_(err, n, "%s: model type %s is not supported (engram supports BPE)", path, type_of_(model));
+        return engram_errf(err, n, "%s: model type %s is not supported (engram supports BPE)", path, type_of_(model));
     if (!null_or_empty_(cJSON_GetObjectItemCaseSensitive(model, "dropout")))
-        return fail_(err, n, "%s: BPE dropout is not supported (encoding would not be deterministic)", path);
+        return engram_errf(err, n, "%s: BPE dropout is not supported (encoding would not be deterministic)", path);
     if (!null_or_empty_(cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix")) ||
         !null_or_empty_(cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix")))
-        return fail_(err, n, "%s: BPE continuing_subword_prefix/end_of_word_suffix are not supported", path);
-    if (flag_(model, "byte_fallback")) return fail_(err, n, "%s: BPE byte_fallback is not supported", path);
+        return engram_errf(err, n, "%s: BPE continuing_subword_prefix/end_of_word_suffix are not supported", path);
+    if (flag_(model, "byte_fallback")) return engram_errf(err, n, "%s: BPE byte_fallback is not supported", path);
     s->ignore_merges = flag_(model, "ignore_merges");
     if (read_vocab_(path, cJSON_GetObjectItemCaseSensitive(model, "vocab"), s, err, n)) return -1;
     return read_merges_(path, cJSON_GetObjectItemCaseSensitive(model, "merges"), s, err, n);
@@ -265,7 +238,7 @@ static int read_tokenizer_json_(const char* path, const cJSON* root, TokenizerSp
     const cJSON* trunc = cJSON_GetObjectItemCaseSensitive(root, "truncation");
     const cJSON* pad = cJSON_GetObjectItemCaseSensitive(root, "padding");
     if ((trunc && !cJSON_IsNull(trunc)) || (pad && !cJSON_IsNull(pad)))
-        return fail_(err, n, "%s: truncation/padding are set; engram encodes whole texts (set them to null)", path);
+        return engram_errf(err, n, "%s: truncation/padding are set; engram encodes whole texts (set them to null)", path);
     if (read_model_(path, cJSON_GetObjectItemCaseSensitive(root, "model"), s, err, n) ||
         read_added_(path, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), s, err, n) ||
         read_normalizer_(path, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), err, n) ||
@@ -284,8 +257,8 @@ static int read_gpt2_(const char* path, const cJSON* root, TokenizerSpec* s, cha
     int dirlen = slash ? (int)(slash - path) : 1;
     snprintf(bpe, sizeof bpe, "%.*s/vocab.bpe", dirlen, slash ? path : ".");
     size_t len;
-    char* text = tokfiles_slurp(bpe, &len);
-    if (!text) return fail_(err, n, "%s: cannot read vocab.bpe (GPT-2's merges; it must be beside encoder.json)", bpe);
+    char* text = engram_read_file(bpe, &len);
+    if (!text) return engram_errf(err, n, "%s: cannot read vocab.bpe (GPT-2's merges; it must be beside encoder.json)", bpe);
     size_t cap = 0;
     int lineno = 0;
     for (char *line = text, *next; line < text + len; line = next) {
@@ -297,7 +270,7 @@ static int read_gpt2_(const char* path, const cJSON* root, TokenizerSpec* s, cha
         if (ll == 0 || (ll >= 8 && !memcmp(line, "#version", 8))) continue;
         if (push_merge_line_(s, &cap, line, ll)) {
             free(text);
-            return fail_(err, n, "%s:%d: a merge line must be two tokens separated by one space", bpe, lineno);
+            return engram_errf(err, n, "%s:%d: a merge line must be two tokens separated by one space", bpe, lineno);
         }
     }
     free(text);
@@ -315,7 +288,7 @@ static int read_gpt2_(const char* path, const cJSON* root, TokenizerSpec* s, cha
 /* Resolve a directory to the file inside it that names the tokenizer. */
 static int resolve_path_(const char* path, char* out, size_t outlen, char* err, size_t n) {
     if (!is_dir_(path)) {
-        if (!is_file_(path)) return fail_(err, n, "%s: no such tokenizer file or directory", path);
+        if (!is_file_(path)) return engram_errf(err, n, "%s: no such tokenizer file or directory", path);
         snprintf(out, outlen, "%s", path);
         return 0;
     }
@@ -323,7 +296,7 @@ static int resolve_path_(const char* path, char* out, size_t outlen, char* err, 
     if (is_file_(out)) return 0;
     snprintf(out, outlen, "%s/encoder.json", path);
     if (is_file_(out)) return 0;
-    return fail_(err, n, "%s: directory holds neither tokenizer.json nor encoder.json + vocab.bpe", path);
+    return engram_errf(err, n, "%s: directory holds neither tokenizer.json nor encoder.json + vocab.bpe", path);
 }
 
 int tokfiles_read(const char* path, TokenizerSpec* s, char* err, size_t errlen) {
@@ -336,7 +309,7 @@ int tokfiles_read(const char* path, TokenizerSpec* s, char* err, size_t errlen) 
     sha256_hex(text, len, s->sha256);
     int rc;
     if (!cJSON_IsObject(root))
-        rc = fail_(err, errlen, "%s: expected a JSON object (tokenizer.json or encoder.json)", s->path);
+        rc = engram_errf(err, errlen, "%s: expected a JSON object (tokenizer.json or encoder.json)", s->path);
     else if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "model")))   // encoder.json maps "model" to an id
         rc = read_tokenizer_json_(s->path, root, s, err, errlen);
     else

@@ -41,7 +41,4 @@ typedef struct {
 int tokfiles_read(const char* path, TokenizerSpec* spec, char* err, size_t errlen);
 void tokfiles_free(TokenizerSpec* spec);
 
-/* Whole file into a NUL-terminated buffer (*n bytes); NULL if it cannot be read. */
-char* tokfiles_slurp(const char* path, size_t* n);
-
 #endif

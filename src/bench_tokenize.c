@@ -54,7 +54,7 @@ int bench_tokenize_main(int argc, char** argv) {
     if (!tk) engram_fail("bench tokenize: %s (run bash jobs/setup.sh for the default tokenizer)", err);
     double load_s = engram_now() - t0;
     size_t n;
-    char* text = file ? tokfiles_slurp(file, &n) : read_kjv_(&n);
+    char* text = file ? engram_read_file(file, &n) : read_kjv_(&n);
     if (!text) engram_fail("bench tokenize: cannot read %s", file ? file : "the KJV (is bible-kjv installed?)");
     double best = 1e30;
     size_t tokens = 0;

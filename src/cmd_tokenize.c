@@ -136,7 +136,7 @@ static char* read_text_(const char* path, size_t* n) {
         snprintf(msg, sizeof msg, "tokenize: %s is a directory; give text files", path);
         fail_cleanup_(msg);
     }
-    char* text = tokfiles_slurp(path, n);
+    char* text = engram_read_file(path, n);
     if (!text) {
         snprintf(msg, sizeof msg, "tokenize: cannot read %s (%s)", path, strerror(errno));
         fail_cleanup_(msg);
@@ -176,7 +176,7 @@ static int print_ids_(const Tokenizer* tk, const char* file) {
 
 static int decode_ids_(const Tokenizer* tk, const char* file) {
     size_t n;
-    char* text = tokfiles_slurp(file, &n);
+    char* text = engram_read_file(file, &n);
     if (!text) engram_fail("tokenize: cannot read %s (%s)", file, strerror(errno));
     IdVec ids = {0};
     int64_t V = tokenizer_vocab_size(tk);

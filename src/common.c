@@ -61,6 +61,34 @@ char* engram_strdup_at(const char* s, const char* file, int line) {
     return d;
 }
 
+int engram_errf(char* err, size_t n, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+char* engram_read_file(const char* path, size_t* n) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, len = 0, got;
+    char* buf = engram_malloc_at(cap, __FILE__, __LINE__);
+    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += got;
+        if (cap - len - 1 == 0) buf = engram_realloc_at(buf, cap *= 2, __FILE__, __LINE__);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    *n = len;
+    return buf;
+}
+
 double engram_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -40,6 +40,12 @@ char* engram_strdup_at(const char* s, const char* file, int line);
 #define reallocCheck(p, n) engram_realloc_at((p), (n), __FILE__, __LINE__)
 #define strdupCheck(s) engram_strdup_at((s), __FILE__, __LINE__)
 
+/* Format one error line into err[n] and return -1, for `return engram_errf(err, n, ...)`. */
+int engram_errf(char* err, size_t n, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A whole file into a NUL-terminated buffer (*n bytes, malloc'd); NULL if it cannot be read. */
+char* engram_read_file(const char* path, size_t* n);
+
 /* Wall-clock seconds from a monotonic clock, for benchmarks and progress lines. */
 double engram_now(void);
 

@@ -155,14 +155,8 @@ static int run_(int argc, char** argv, const Comm* w) {
 }
 
 static float* slurp_(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    if (!f) engram_fail("cannot read %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    float* b = mallocCheck((size_t)len + 8);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
+    float* b = (float*)engram_read_file(path, n);
+    if (!b) engram_fail("cannot read %s", path);
     return b;
 }
 

@@ -27,6 +27,7 @@
 #include <omp.h>
 #endif
 
+#include "common.h"
 #include "engram_layer.h"
 
 /* ---- one case: dims, float tensors, and the same values in double ---------------------------- */
@@ -197,16 +198,9 @@ static void run_layer_(const Case* c, Run* r) {
 static cJSON* json_load_(const char* name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", ENGRAM_TEST_DATA, name);
-    FILE* f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char* s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
+    size_t n;
+    char* s = engram_read_file(path, &n);
+    if (!s) fail_msg("cannot open %s", path);
     cJSON* root = cJSON_Parse(s);
     free(s);
     if (!root) fail_msg("%s: JSON parse error near: %.40s", name, cJSON_GetErrorPtr());

@@ -23,23 +23,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "ngram_hash.h"
 
 /* ---- exact JSON reading --------------------------------------------------------------------- */
 
 static char* file_read_(const char* name) {
     char path[1024];
+    size_t n;
     snprintf(path, sizeof path, "%s/%s", ENGRAM_TEST_DATA, name);
-    FILE* f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char* s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = '\0';
-    fclose(f);
+    char* s = engram_read_file(path, &n);
+    if (!s) fail_msg("cannot open %s", path);
     return s;
 }
 
