@@ -18,6 +18,7 @@ PACKAGES=(
   python3-torch python3-h5py python3-numpy python3-yaml python3-sympy   # references (/usr/bin/python3)
   nodejs npm                                 # Hugging Face tokenizers reference (npm 'tokenizers')
   bible-kjv fortunes fortunes-de             # corpora
+  slurm-wlm slurmctld slurmd slurm-client munge   # one-node Slurm for the job-script tests (tests/slurm)
 )
 
 missing=()
