@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib_slurm.sh — sourced by jobs/train.sbatch and jobs/sweep_array.sbatch (never run on its own):
 # the one copy of what a Slurm batch script needs to train engram — threads per task, environment,
 # the job step with signal forwarding, and requeueing on exit 75 (docs/cluster.md).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # cluster.bash — sourced by the tests/slurm/*.sh tests (not a test itself): a one-node Slurm
 # cluster on localhost as docs/design ENVIRONMENT.md describes it — munged, slurmctld -D -i and
 # slurmd -D -N localhost, with conf, state, spool, logs and the munge key and socket under $tmp —
