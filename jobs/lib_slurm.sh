@@ -12,7 +12,10 @@
 #  - `--signal=B:USR1@N` and `scancel --batch --signal=USR1` reach only the batch shell. Bash runs a
 #    trap only between commands, so the step runs in the background and the shell `wait`s for it.
 #  - srun forwards USR1 to every task, but turns a TERM into SIGKILL for the tasks: so whatever
-#    reaches this shell (USR1 or TERM) goes on to srun as USR1, which engram treats as TERM.
+#    reaches this shell (USR1 or TERM) goes on to srun as USR1, which engram treats as TERM. When
+#    Slurm itself ends the job (scancel, time limit, preemption) srun gets TERM too, and the tasks
+#    may die before they checkpoint: the USR1 warning is what makes a fresh checkpoint certain.
+#  - After scancel the job is no longer RUNNING; requeueing it then would undo the cancel.
 #  - `scontrol requeue` on the running job sends this shell TERM at once (the log says "CANCELLED
 #    ... DUE TO JOB REQUEUE") and the job becomes eligible again cred_expire + 1 s later (121 s by
 #    default). So requeueing is the last thing the script does, and that TERM is expected.
@@ -81,6 +84,15 @@ engram_slurm_requeue() {
   local max=${ENGRAM_MAX_REQUEUES:-50}
   if (( ${SLURM_RESTART_COUNT:-0} >= max )); then
     echo "engram job $SLURM_JOB_ID: requeued $max times already (ENGRAM_MAX_REQUEUES); not again. Resubmit to go on." >&2
+    exit 75
+  fi
+  # Slurm itself may be ending the job (scancel, time limit, preemption): its decision stands, and
+  # a preemption with PreemptMode=REQUEUE requeues the job without us.
+  local state
+  state=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+  if [[ -n "$state" && "$state" != RUNNING ]]; then
+    echo "engram job $SLURM_JOB_ID: the job is $state, so Slurm is ending it: not requeueing." \
+         "Resubmit the same command to resume from the latest checkpoint." >&2
     exit 75
   fi
   trap - USR1

@@ -3,7 +3,7 @@
 # 2-task training job is preempted mid-run (USR1 to the batch shell, as --signal=B:USR1@N delivers
 # it), its ranks checkpoint and exit 75, the job requeues itself, restarts, resumes from the
 # checkpoint and finishes; its losses equal an uninterrupted mpirun of the same config, digit for
-# digit, and its output file holds both starts.
+# digit, and its output file holds both starts. A job ended with scancel stays cancelled.
 # Skips (77) without the Slurm packages (bash jobs/setup.sh installs them) or when not root.
 # Not tested here: the time-limit timer itself (Slurm checks it about once a minute), multi-node.
 engram=$1; mpirun=$3
@@ -15,7 +15,7 @@ cluster_start
 test_data
 steps=(train.steps=40 train.log_every=1 train.eval_every=20 checkpoint.every=1000)
 "$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=straight "${steps[@]}" > "$tmp/straight.out" 2>&1 \
-  || { tail -5 "$tmp/straight.out"; fail "uninterrupted run exited $?"; }
+  || { rc=$?; cat "$tmp/straight.out"; fail "uninterrupted run exited $rc"; }
 cluster_wait_idle
 echo "cluster up and reference run done after $(elapsed)"
 
@@ -44,6 +44,20 @@ a=$(grep '"loss"' "$tmp/runs/straight/metrics.jsonl" | sed 's/"tokens_per_s.*//'
 b=$(grep '"loss"' "$run/metrics.jsonl" | sed 's/"tokens_per_s.*//')
 [[ $(echo "$b" | wc -l) -eq 40 ]] || fail "metrics.jsonl: $(echo "$b" | wc -l) step lines, wanted 40"
 [ "$a" == "$b" ] || { fail "the preempted run's losses differ from the uninterrupted run"; diff <(echo "$a") <(echo "$b") | head; }
+
+# scancel ends a job for good: the ranks still checkpoint, but the script must not requeue it
+out2=$tmp/cancel.out
+job2=$(cd "$root" && sbatch --parsable -n 2 -c 1 --output="$out2" jobs/train.sbatch "$tmp/c.yaml" run.name=cancel \
+         train.steps=400 train.log_every=1) || { echo "FAIL: sbatch"; exit 1; }
+cluster_jobs_+=("$job2")
+poll 60 grep -qs "^step 2/" "$tmp/runs/cancel/train.log" || { cat "$out2"; echo "FAIL: job $job2 did not start"; exit 1; }
+scancel "$job2"
+poll 60 job_ended "$job2" || fail "cancelled job $job2 did not end"
+sleep 8   # a requeued job would be running again by now (eligible after cred_expire + 1 = 6 s)
+[[ $(job_state "$job2") == CANCELLED ]] || fail "cancelled job is $(job_state "$job2"), wanted CANCELLED"
+grep -q "not requeueing" "$out2" || { cat "$out2"; fail "the script did not decline to requeue a cancelled job"; }
+echo "cancelled job stayed cancelled after $(elapsed)"
+
 echo "--- job output"; cat "$out"
 if [ $fails -ne 0 ]; then echo "--- slurmctld log (tail)"; tail -20 "$tmp/log/slurmctld.log"; exit 1; fi
 echo "preempt/requeue/resume on Slurm: all checks passed in $(elapsed)"
