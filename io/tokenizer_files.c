@@ -62,12 +62,12 @@ static int read_vocab_(const char* path, const cJSON* vocab, TokenizerSpec* s, c
         if ((int64_t)e->valuedouble > maxid) maxid = (int64_t)e->valuedouble;
     }
     s->vocab = callocCheck((size_t)(maxid + 1), sizeof(char*));
+    s->n_vocab = maxid + 1;   // before the loop: tokfiles_free must see the entries an error leaves
     for (const cJSON* e = vocab->child; e; e = e->next) {
         int64_t id = (int64_t)e->valuedouble;
         if (s->vocab[id]) return engram_errf(err, n, "%s: id %lld appears twice in the vocab", path, (long long)id);
         s->vocab[id] = strdupCheck(e->string);
     }
-    s->n_vocab = maxid + 1;
     if (s->n_vocab > s->V) s->V = s->n_vocab;
     return 0;
 }

