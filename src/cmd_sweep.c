@@ -18,7 +18,7 @@
 static void usage_(FILE* f) {
     fprintf(f,
             "usage: engram sweep plan SWEEP.yaml [key=value ...] [--json]\n"
-            "       engram sweep run SWEEP.yaml [key=value ...] [--ranks P] [--slurm]\n"
+            "       engram sweep run SWEEP.yaml [key=value ...] [--ranks P] [--slurm [--sbatch \"ARGS\"]]\n"
             "       engram sweep report DIR [--json]\n\n"
             "SWEEP.yaml is a run config (the backbone: model, moe.top_k, engram heads and widths, train, data)\n"
             "with sweep.rhos and sweep.total_params. Each rho gets E routed experts and Engram table bases\n"
@@ -135,22 +135,44 @@ static int train_point_(const char* sweep_path, char** user, int n_user, const S
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-/* --slurm: DIR/points.txt ("NAME key=value ..." per line) for jobs/sweep_array.sbatch, one array task each. */
-static int submit_slurm_(const char* sweep_path, char** user, int n_user, const SweepPoint* p, int n, const char* dir) {
+/* --slurm: DIR/config.yaml (the resolved sweep config) and DIR/points.txt ("NAME key=value ..." per
+ * line), then one job-array task per point with jobs/sweep_array.sbatch DIR (docs/cluster.md). */
+/* jobs/<name> of the checkout this binary was built in (<root>/build/engram), or of $ENGRAM_ROOT. */
+static void job_script_(const char* name, char* out, size_t n) {
+    const char* root = getenv("ENGRAM_ROOT");
+    if (root) {
+        snprintf(out, n, "%s/jobs/%s", root, name);
+        return;
+    }
+    char self[2048];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[k > 0 ? k : 0] = '\0';
+    char* slash = strrchr(self, '/');
+    if (slash) *slash = '\0';   // <root>/build
+    snprintf(out, n, "%s/../jobs/%s", self, name);
+}
+
+static int submit_slurm_(const Config* c, const SweepPoint* p, int n, const char* dir, const char* sbatch_args) {
     char path[2300];
-    snprintf(path, sizeof path, "%s/points.txt", dir);
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
     FILE* f = fopen(path, "w");
     if (!f) engram_fail("sweep run: cannot write %s", path);
+    config_write(c, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/points.txt", dir);
+    if (!(f = fopen(path, "w"))) engram_fail("sweep run: cannot write %s", path);
     for (int i = 0; i < n; i++) {
         fprintf(f, "%s", p[i].name);
-        for (int u = 0; u < n_user; u++) fprintf(f, " %s", user[u]);
         for (int o = 0; o < p[i].n_overrides; o++) fprintf(f, " %s", p[i].overrides[o]);
         fprintf(f, "\n");
     }
     fclose(f);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "sbatch --array=0-%d jobs/sweep_array.sbatch '%s' '%s'", n - 1, sweep_path, path);
-    printf("sweep: %s\n", cmd);
+    char cmd[8192], script[2300];
+    job_script_("sweep_array.sbatch", script, sizeof script);
+    if (access(script, R_OK) != 0) engram_fail("sweep run --slurm: %s not found; set ENGRAM_ROOT to the engram checkout", script);
+    snprintf(cmd, sizeof cmd, "sbatch --array=0-%d %s '%s' '%s' 'run.dir=%s'", n - 1, sbatch_args ? sbatch_args : "", script, dir,
+             dir);
+    printf("sweep %s: %s\n", c->run.name, cmd);
     fflush(stdout);
     int rc = system(cmd);
     if (rc != 0) engram_fail("sweep run --slurm: sbatch failed (exit %d); run from the repository root with Slurm available", rc);
@@ -160,12 +182,14 @@ static int submit_slurm_(const char* sweep_path, char** user, int n_user, const 
 static int sweep_run_cmd_(int argc, char** argv) {
     const char *path = NULL, *v;
     int ranks = 2, slurm = 0, n_user = 0;
+    const char* sbatch_args = NULL;
     char** user = callocCheck(argc, sizeof(char*));
     for (int i = 1; i < argc; i++) {
         if ((v = cli_option(argc, argv, &i, "--ranks"))) {
             ranks = atoi(v);
             if (ranks < 1) engram_fail("sweep run: --ranks must be a positive integer (got %s)", v);
         } else if (!strcmp(argv[i], "--slurm")) slurm = 1;
+        else if ((v = cli_option(argc, argv, &i, "--sbatch"))) sbatch_args = v;
         else if (argv[i][0] == '-') engram_fail("sweep run: unknown option %s; see engram sweep --help", argv[i]);
         else if (strchr(argv[i], '=')) user[n_user++] = argv[i];
         else path = argv[i];
@@ -180,7 +204,7 @@ static int sweep_run_cmd_(int argc, char** argv) {
     if (n < 0) engram_fail("%s", err);
     snprintf(dir, sizeof dir, "%s/%s", c.run.dir, c.run.name);
     mkdir(c.run.dir, 0755), mkdir(dir, 0755);
-    if (slurm) return submit_slurm_(path, user, n_user, pts, n, dir);
+    if (slurm) return submit_slurm_(&c, pts, n, dir, sbatch_args);
     int failed = 0;
     double t0 = engram_now();
     for (int i = 0; i < n; i++) {
