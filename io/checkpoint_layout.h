@@ -43,6 +43,10 @@ static inline int ckpt_is_rows(CkSource s) { return s >= CK_TABLE && s <= CK_UPD
  * index in the whole dataset. Linear in the words, so ranks add their parts at any P; any single
  * changed word changes it (the weight is odd). A corruption check, not a cryptographic hash. */
 uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word);
+/* The same, while copying the nbytes to dst (one pass over memory; dst NULL: no copy). AVX2 where
+ * the CPU has it; the value never depends on the path (ckpt_checksum_reference: the plain loop). */
+uint64_t ckpt_copy_checksum(void* dst, const void* src, size_t nbytes, uint64_t first_word);
+uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first_word);
 
 /* Datasets are written and read in pieces of at most this many bytes per rank and call: one
  * 200 MB pwrite is ~10x slower than 8 MB ones on Linux (page-cache behaviour of huge writes). */
