@@ -93,7 +93,7 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
 }
 
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
-                    size_t row_bytes, void* data) {
+                    size_t row_bytes, void* data, uint64_t* sum) {
     hid_t fs = H5Dget_space(ds);
     hsize_t dims[H5S_MAX_RANK];
     int nd = H5Sget_simple_extent_dims(fs, dims, NULL);
@@ -124,7 +124,11 @@ herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, 
             H5Sselect_none(fs);
         }
         void* p = nd <= 0 ? (hi > lo ? data : dummy) : a < b ? (char*)data + (size_t)(a - lo) * mem_row : dummy;
+        // the checksum of a piece is taken while it is in cache: before the write copies it, after the read
+        size_t piece_bytes = a < b ? (size_t)(b - a) * mem_row : 0;
+        if (sum && write && piece_bytes) *sum += ckpt_checksum(p, piece_bytes, (uint64_t)a * mem_row / 4);
         herr_t r = write ? H5Dwrite(ds, memtype, ms, fs, dxpl, p) : H5Dread(ds, memtype, ms, fs, dxpl, p);
+        if (sum && !write && piece_bytes && r >= 0) *sum += ckpt_checksum(p, piece_bytes, (uint64_t)a * mem_row / 4);
         if (r < 0) rc = r;
         H5Sclose(ms);
     }
