@@ -43,6 +43,10 @@ static inline int ckpt_is_rows(CkSource s) { return s >= CK_TABLE && s <= CK_UPD
  * index in the whole dataset. Linear in the words, so ranks add their parts at any P; any single
  * changed word changes it (the weight is odd). A corruption check, not a cryptographic hash. */
 uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word);
+/* The same, while copying the nbytes to dst (one pass over memory; dst NULL: no copy). AVX2 where
+ * the CPU has it; the value never depends on the path (ckpt_checksum_reference: the plain loop). */
+uint64_t ckpt_copy_checksum(void* dst, const void* src, size_t nbytes, uint64_t first_word);
+uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first_word);
 
 /* Datasets are written and read in pieces of at most this many bytes per rank and call: one
  * 200 MB pwrite is ~10x slower than 8 MB ones on Linux (page-cache behaviour of huge writes). */
@@ -51,9 +55,10 @@ uint64_t ckpt_checksum(const void* data, size_t nbytes, uint64_t first_word);
 /* Write (or read) rows [lo, hi) of dataset ds (this rank's part; lo == hi: none) in collective
  * pieces; every rank of the file's communicator calls it with the same max_rows (the largest part
  * of any rank) so all make the same number of calls. data holds (hi−lo)·row_elems elements of
- * memtype. Returns the H5Dwrite/H5Dread status (< 0 on failure). */
+ * memtype. sum (NULL: none): adds the checksum of the rows moved (word indices from row 0), taken
+ * piece by piece while each is in cache. Returns the H5Dwrite/H5Dread status (< 0 on failure). */
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
-                    size_t row_bytes, void* data);
+                    size_t row_bytes, void* data, uint64_t* sum);
 
 /* Attributes of an object (file, group or dataset). Writers: every rank calls with the same value
  * (collective metadata in parallel HDF5). Return 0 or -1. */

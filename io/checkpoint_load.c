@@ -100,7 +100,7 @@ static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, int rank, MPI_Comm c
     if (ds < 0) return -1;
     int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
     herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, 0, rank == 0 ? rows : 0, rows,
-                             nbytes / (size_t)rows, out);
+                             nbytes / (size_t)rows, out, NULL);
     H5Dclose(ds);
     int bad = rc < 0;
     if (comm != MPI_COMM_NULL) {
@@ -119,7 +119,7 @@ static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int P, int64_t first,
     if (ds < 0) return -1;
     size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * (s->is_float ? 4 : 8);
     herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, first, first + local,
-                             shard_block_rows((int64_t)s->dims[0], P), row_bytes, out);
+                             shard_block_rows((int64_t)s->dims[0], P), row_bytes, out, NULL);
     H5Dclose(ds);
     return rc < 0 ? -1 : 0;
 }
