@@ -105,6 +105,8 @@ static int train_point_(const char* sweep_path, char** user, int n_user, const S
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) engram_die("run engram from a path /proc/self/exe resolves", "cannot find the engram binary");
     self[n] = '\0';
+    char* del = strstr(self, " (deleted)");   // rebuilt while the sweep runs: take the new binary
+    if (del && del[10] == '\0') *del = '\0';
     char np[16], name_kv[1100];
     snprintf(np, sizeof np, "%d", ranks);
     snprintf(name_kv, sizeof name_kv, "run.name=%s", run_name);
