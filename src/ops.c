@@ -10,6 +10,14 @@
 
 #include "common.h"
 
+/* Hot element-wise loops: an AVX2+FMA clone next to the baseline x86-64 one, chosen at load time
+ * (GCC/Clang function multi-versioning), so the default build still runs on any x86-64 node. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENGRAM_NO_CLONES)
+#define ENGRAM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ENGRAM_SIMD_CLONES
+#endif
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 double ops_gemm_seconds = 0.0;
@@ -219,7 +227,7 @@ void swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, c
 
 /* e^x for x ≤ 0 with ~1e-7 relative error (Cephes' expf: x = n·ln2 + r, a degree-5 polynomial for
  * e^r, 2^n through the exponent bits). Plain arithmetic, so the loop below vectorises, unlike libm. */
-static inline float exp_neg_(float x) {
+static inline __attribute__((always_inline)) float exp_neg_(float x) {
     x = x < -87.0f ? -87.0f : x;
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   // round to nearest, no libm call
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;   // ln2 split in two for an exact product
@@ -234,33 +242,38 @@ static inline float exp_neg_(float x) {
     return p * two_n.f;
 }
 
+/* One token's softmax cross-entropy: z [V] logits (overwritten); returns −log p[y]. With grad, z
+ * ends as p − onehot(y) (the gradient of the token's CE w.r.t. its logits), else as p. Compiled
+ * twice on x86-64 (AVX2+FMA and the baseline), picked at load time: the binary runs anywhere. */
+ENGRAM_SIMD_CLONES static double xent_row_(float* z, int y, int V, int grad) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    const float zy = z[y] - mx;
+    // e^(z − max) and their sum in one pass: float sums over blocks of 512 (vectorised), the blocks
+    // added in double, so V = 50k terms keep ~1e-7 relative accuracy
+    double sum = 0.0;
+    for (int v0 = 0; v0 < V; v0 += 512) {
+        const int v1 = v0 + 512 < V ? v0 + 512 : V;
+        float bs = 0.0f;
+#pragma omp simd reduction(+ : bs)
+        for (int v = v0; v < v1; v++) {
+            z[v] = exp_neg_(z[v] - mx);
+            bs += z[v];
+        }
+        sum += bs;
+    }
+    const float inv = (float)(1.0 / sum);
+#pragma omp simd
+    for (int v = 0; v < V; v++) z[v] *= inv;
+    if (grad) z[y] -= 1.0f;
+    return log(sum) - (double)zy;
+}
+
 double crossentropy_forward(float* probs, const int32_t* y, int N, int V) {
     double* loss = mallocCheck((size_t)N * sizeof(double));   // per token, summed in order below
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        float* p = probs + (size_t)n * V;
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int v = 0; v < V; v++) mx = p[v] > mx ? p[v] : mx;
-        const float zy = p[y[n]] - mx;
-        // e^(z − max) and their sum in one pass: float sums over blocks of 512 (vectorised), the
-        // blocks added in double, so V = 50k terms keep ~1e-7 relative accuracy
-        double sum = 0.0;
-        for (int v0 = 0; v0 < V; v0 += 512) {
-            const int v1 = v0 + 512 < V ? v0 + 512 : V;
-            float bs = 0.0f;
-#pragma omp simd reduction(+ : bs)
-            for (int v = v0; v < v1; v++) {
-                p[v] = exp_neg_(p[v] - mx);
-                bs += p[v];
-            }
-            sum += bs;
-        }
-        loss[n] = log(sum) - (double)zy;
-        const float inv = (float)(1.0 / sum);
-#pragma omp simd
-        for (int v = 0; v < V; v++) p[v] *= inv;
-    }
+    for (int n = 0; n < N; n++) loss[n] = xent_row_(probs + (size_t)n * V, y[n], V, 0);
     double total = 0.0;
     for (int n = 0; n < N; n++) total += loss[n];
     free(loss);
@@ -275,4 +288,26 @@ void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float s
         for (int v = 0; v < V; v++) p[v] *= scale;
         p[y[n]] -= scale;
     }
+}
+
+/* ---- the output head with its loss, fused ---------------------------------------------------- */
+
+double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
+                 float* scratch, int rows) {
+    double* loss = mallocCheck((size_t)rows * sizeof(double));
+    double total = 0.0;
+    for (int n0 = 0; n0 < N; n0 += rows) {
+        const int nb = N - n0 < rows ? N - n0 : rows;
+        const float* xb = x + (size_t)n0 * D;
+        ops_gemm(0, 1, nb, V, D, 1.0f, xb, D, W, D, 0.0f, scratch, V);   // logits [nb,V]
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++) loss[i] = xent_row_(scratch + (size_t)i * V, y[n0 + i], V, dx != NULL);
+        for (int i = 0; i < nb; i++) total += loss[i];   // token order, as crossentropy_forward
+        if (!dx) continue;
+        // scratch is now dΣCE/dlogits = p − onehot: dx = that·W, dW += thatᵀ·x
+        ops_gemm(0, 0, nb, D, V, 1.0f, scratch, V, W, D, 0.0f, dx + (size_t)n0 * D, D);
+        ops_gemm(1, 0, V, D, nb, 1.0f, scratch, V, xb, D, n0 ? 1.0f : 0.0f, dW, D);
+    }
+    free(loss);
+    return total;
 }

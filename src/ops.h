@@ -53,4 +53,12 @@ double crossentropy_forward(float* probs, const int32_t* y, int N, int V);
 /* probs [N,V] turned in place into dloss/dlogits for loss = scale·Σ_n CE_n. */
 void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float scale);
 
+/* The output head and its loss in one pass over blocks of `rows` tokens, the [rows,V] logits never
+ * leaving scratch [rows·V]: logits = x[N,D]·W[V,D]ᵀ, softmax cross-entropy against y; returns
+ * Σ_n −log p[n, y[n]] (in double, token order: the value of crossentropy_forward on the logits).
+ * With dx (else both NULL), also the gradient of that sum: dx [N,D] = (p − onehot)·W and
+ * dW [V,D] = (p − onehot)ᵀ·x, both OVERWRITTEN (unscaled: the caller scales). */
+double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
+                 float* scratch, int rows);
+
 #endif
