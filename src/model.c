@@ -72,6 +72,7 @@ static void acts_alloc_(Model* m, const Config* c) {
     m->s_d1 = fbuf_(BT * D), m->s_d2 = fbuf_(BT * D), m->s_d3 = fbuf_(BT * D);
     m->s_f1 = fbuf_(BT * m->F), m->s_f2 = fbuf_(BT * m->F), m->s_f3 = fbuf_(BT * m->F);
     m->dqkv = fbuf_(BT * 3 * D);
+    m->s_att = fbuf_((size_t)m->B * m->nh * m->T * m->T);
     m->s_eng = fbuf_(BT * G * D);
 }
 
@@ -129,7 +130,7 @@ void model_free(Model* m) {
     free(m->acts);
     float* bufs[] = {m->params, m->grads, m->m, m->v, m->h, m->xn, m->rn, m->xfin, m->probs, m->head_s,
                      m->dx_head, m->dw_head, m->dh,
-                     m->s_d1, m->s_d2, m->s_d3, m->s_f1, m->s_f2, m->s_f3, m->dqkv, m->s_eng};
+                     m->s_d1, m->s_d2, m->s_d3, m->s_f1, m->s_f2, m->s_f3, m->dqkv, m->s_att, m->s_eng};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     tensors_ptrs_free(&m->P);
     tensors_ptrs_free(&m->dP);
@@ -299,7 +300,7 @@ static void attention_block_backward_(Model* m, int l) {
     memset(dob, 0, (size_t)BT * D * sizeof(float));
     linear_backward(dob, dp->wo, NULL, dout, a->o, p->wo, BT, D, D);
     // o = attention(rotated q, k; v), then undo the rotation on the q and k gradients
-    attention_backward(m->dqkv, dob, a->qkv, a->att, m->B, m->T, D, m->nh);
+    attention_backward(m->dqkv, dob, a->qkv, a->att, m->s_att, m->B, m->T, D, m->nh);
     rope_apply(m->dqkv, m->B, m->T, D, m->nh, (float)m->cfg->model.rope_base, 1);
     // qkv = a·wqkvᵀ
     float* da = m->s_d1;   // dout is no longer needed

@@ -52,8 +52,8 @@ typedef struct {
     float *dx_head, *dw_head;          // [BT,D], [V,D] gradients of Σ CE (unscaled)
     const int32_t *x, *y;              // tokens and targets of the last forward
     float* const* e;                   // [n_engram] gathered rows of the last forward
-    // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,T,G,D]
-    float *dh, *s_d1, *s_d2, *s_d3, *s_f1, *s_f2, *s_f3, *dqkv, *s_eng;
+    // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,nh,T,T], [B,T,G,D]
+    float *dh, *s_d1, *s_d2, *s_d3, *s_f1, *s_f2, *s_f3, *dqkv, *s_att, *s_eng;
 } Model;
 
 /* B = this rank's sequences per step; builds the tensor table, hashing and buffers. */

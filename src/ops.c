@@ -123,84 +123,74 @@ void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse
 
 /* ---- attention ----------------------------------------------------------------------------- */
 
+/* Per sequence b and head h the four products are GEMMs over strided views of qkv [B,T,3D]:
+ * q, k, v of head h are the [T,hd] columns h·hd (+ 0, D, 2D) with row stride 3D. The GEMMs run one
+ * after another (each one threaded by the BLAS), the row-wise softmax work between them in one
+ * OpenMP loop over all (b, h, t). The causal products use the full [T,T] score matrix with exact
+ * zeros above the diagonal: twice the multiplies of a triangle, but at GEMM speed. */
+
+/* p [T] of query t: softmax over s ≤ t of the scaled scores in p, zeros for s > t. */
+ENGRAM_SIMD_CLONES static void causal_softmax_row_(float* p, int t, int T) {
+    float mx = -INFINITY;
+    for (int s = 0; s <= t; s++) mx = p[s] > mx ? p[s] : mx;
+    float sum = 0.0f;
+    for (int s = 0; s <= t; s++) {
+        p[s] = expf(p[s] - mx);
+        sum += p[s];
+    }
+    const float inv = 1.0f / sum;
+    for (int s = 0; s <= t; s++) p[s] *= inv;
+    for (int s = t + 1; s < T; s++) p[s] = 0.0f;
+}
+
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh) {
     const int hd = D / nh, C3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++)   // scores = scale·q·kᵀ [T,T]
         for (int h = 0; h < nh; h++) {
-            const float* base = qkv + (size_t)b * T * C3;
-            float* P = att + ((size_t)b * nh + h) * T * T;
-            for (int t = 0; t < T; t++) {
-                const float* q = base + (size_t)t * C3 + h * hd;
-                float* p = P + (size_t)t * T;
-                float mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float* k = base + (size_t)s * C3 + D + h * hd;
-                    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                    for (int i = 0; i < hd; i++) dot += q[i] * k[i];
-                    p[s] = dot * scale;
-                    if (p[s] > mx) mx = p[s];
-                }
-                float sum = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] = expf(p[s] - mx);
-                    sum += p[s];
-                }
-                float* o = out + ((size_t)b * T + t) * D + h * hd;
-                for (int i = 0; i < hd; i++) o[i] = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] /= sum;
-                    const float* v = base + (size_t)s * C3 + 2 * D + h * hd;
-                    for (int i = 0; i < hd; i++) o[i] += p[s] * v[i];
-                }
-            }
+            const float* q = qkv + (size_t)b * T * C3 + (size_t)h * hd;
+            ops_gemm(0, 1, T, T, hd, scale, q, C3, q + D, C3, 0.0f, att + ((size_t)b * nh + h) * T * T, T);
+        }
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * nh * T; r++) causal_softmax_row_(att + (size_t)r * T, (int)(r % T), T);
+    for (int b = 0; b < B; b++)   // out_h = P·v [T,hd]
+        for (int h = 0; h < nh; h++) {
+            const float* v = qkv + (size_t)b * T * C3 + 2 * D + (size_t)h * hd;
+            ops_gemm(0, 0, T, hd, T, 1.0f, att + ((size_t)b * nh + h) * T * T, T, v, C3, 0.0f,
+                     out + (size_t)b * T * D + (size_t)h * hd, D);
         }
 }
 
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int D,
-                        int nh) {
+/* dp [T] of query t, in place: ds = p·(dp − Σ_s p·dp)·scale over s ≤ t, zeros above. */
+ENGRAM_SIMD_CLONES static void causal_softmax_row_backward_(float* dp, const float* p, int t, int T, float scale) {
+    float pdp = 0.0f;
+    for (int s = 0; s <= t; s++) pdp += p[s] * dp[s];
+    for (int s = 0; s <= t; s++) dp[s] = p[s] * (dp[s] - pdp) * scale;
+    for (int s = t + 1; s < T; s++) dp[s] = 0.0f;
+}
+
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch, int B,
+                        int T, int D, int nh) {
     const int hd = D / nh, C3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
-#pragma omp parallel for collapse(2) schedule(static)
+    // forward: o = P·v, so dv = Pᵀ·do and dP = do·vᵀ (into scratch)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
-            const float* base = qkv + (size_t)b * T * C3;
-            float* dbase = dqkv + (size_t)b * T * C3;
-            const float* P = att + ((size_t)b * nh + h) * T * T;
-            for (int t = 0; t < T; t++) {
-                const float* p = P + (size_t)t * T;
-                const float* dy = dout + ((size_t)b * T + t) * D + h * hd;
-                // forward: o_t = Σ_s p_ts v_s, so dv_s += p_ts·do_t and dp_ts = do_t·v_s
-                float dp[t + 1];
-                float pdp = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    const float* v = base + (size_t)s * C3 + 2 * D + h * hd;
-                    float* dv = dbase + (size_t)s * C3 + 2 * D + h * hd;
-                    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                    for (int i = 0; i < hd; i++) {
-                        dv[i] += p[s] * dy[i];
-                        acc += dy[i] * v[i];
-                    }
-                    dp[s] = acc;
-                    pdp += p[s] * acc;
-                }
-                // softmax: ds_ts = p_ts·(dp_ts − Σ_s' p_ts' dp_ts'); scores were q·k·scale
-                const float* q = base + (size_t)t * C3 + h * hd;
-                float* dq = dbase + (size_t)t * C3 + h * hd;
-                for (int s = 0; s <= t; s++) {
-                    float ds = p[s] * (dp[s] - pdp) * scale;
-                    const float* k = base + (size_t)s * C3 + D + h * hd;
-                    float* dk = dbase + (size_t)s * C3 + D + h * hd;
-                    for (int i = 0; i < hd; i++) {
-                        dq[i] += ds * k[i];
-                        dk[i] += ds * q[i];
-                    }
-                }
-            }
+            const size_t bh = ((size_t)b * nh + h) * T * T, qo = (size_t)b * T * C3 + (size_t)h * hd;
+            const float* dy = dout + (size_t)b * T * D + (size_t)h * hd;
+            ops_gemm(1, 0, T, hd, T, 1.0f, att + bh, T, dy, D, 0.0f, dqkv + qo + 2 * D, C3);
+            ops_gemm(0, 1, T, T, hd, 1.0f, dy, D, qkv + qo + 2 * D, C3, 0.0f, scratch + bh, T);
+        }
+    // softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the score scale
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * nh * T; r++)
+        causal_softmax_row_backward_(scratch + (size_t)r * T, att + (size_t)r * T, (int)(r % T), T, scale);
+    // scores were q·kᵀ: dq = dS·k, dk = dSᵀ·q
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const size_t bh = ((size_t)b * nh + h) * T * T, qo = (size_t)b * T * C3 + (size_t)h * hd;
+            ops_gemm(0, 0, T, hd, T, 1.0f, scratch + bh, T, qkv + qo + D, C3, 0.0f, dqkv + qo, C3);
+            ops_gemm(1, 0, T, hd, T, 1.0f, scratch + bh, T, qkv + qo, C3, 0.0f, dqkv + qo + D, C3);
         }
 }
 

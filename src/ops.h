@@ -37,11 +37,11 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
 void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse);
 
 /* Causal attention. qkv [B,T,3D] (q, k already rotated) → out [B,T,D]; att [B,nh,T,T] keeps the
- * softmax probabilities (upper triangle unused). */
+ * softmax probabilities (zeros above the diagonal). */
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh);
-/* dqkv [B,T,3D] is OVERWRITTEN with the gradient w.r.t. the rotated q, k and v. */
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int D,
-                        int nh);
+/* dqkv [B,T,3D] is OVERWRITTEN with the gradient w.r.t. the rotated q, k and v; scratch [B,nh,T,T]. */
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch, int B,
+                        int T, int D, int nh);
 
 /* g[n] = SiLU(h1[n])·h3[n] */
 void swiglu_forward(float* g, const float* h1, const float* h3, long n);

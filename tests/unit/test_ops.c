@@ -115,11 +115,11 @@ static void attention_and_rope_backward_match_finite_differences(void** s) {
     (void)s;
     enum { B = 2, T = 7, D = 16, NH = 4 };
     static float qkv[B * T * 3 * D], rot[B * T * 3 * D], att[B * NH * T * T], out[B * T * D], R[B * T * D],
-        dqkv[B * T * 3 * D];
+        dqkv[B * T * 3 * D], scratch[B * NH * T * T];
     fill_(qkv, B * T * 3 * D, 9, 1), fill_(R, B * T * D, 10, 1);
     AttCtx c = {B, T, D, NH, qkv, rot, att, out, R};
     att_loss_(&c);
-    attention_backward(dqkv, R, rot, att, B, T, D, NH);
+    attention_backward(dqkv, R, rot, att, scratch, B, T, D, NH);
     rope_apply(dqkv, B, T, D, NH, 10000.0f, 1);
     double e = fd_rel_err_(att_loss_, &c, qkv, dqkv, B * T * 3 * D, 1e-2f);
     if (e > 2e-3) fail_msg("attention: err %g", e);
