@@ -16,6 +16,13 @@
 
 static float* fbuf_(size_t n) { return callocCheck(n ? n : 1, sizeof(float)); }
 
+/* Tokens per block of the fused output head (ops.h head_xent). A block's logits ([256,V], 51 MB for
+ * the GPT-2 vocabulary) are made, turned into p − onehot and consumed by the two gradient GEMMs one
+ * block at a time, instead of a [BT,V] buffer going through memory in eight passes. Much smaller
+ * blocks cost more than they save: the dW GEMM reads and writes all of [V,D] once per block
+ * (measured on tiny.yaml: 2048, 256 and 128 rows about equal, 64 and 32 rows 20–50% slower). */
+#define HEAD_ROWS_ 256
+
 /* ---- set-up ---------------------------------------------------------------------------------- */
 
 static void hash_init_(Model* m, const Config* c) {
@@ -57,11 +64,15 @@ static void acts_alloc_(Model* m, const Config* c) {
     }
     m->h = fbuf_(BT * G * D);
     m->xn = fbuf_(BT * D), m->rn = fbuf_(BT), m->xfin = fbuf_(BT * D);
-    m->probs = fbuf_(BT * m->V);
+    m->head_rows = HEAD_ROWS_ < (int)BT ? HEAD_ROWS_ : (int)BT;
+    m->head_s = fbuf_((size_t)m->head_rows * m->V);
+    m->dx_head = fbuf_(BT * D);
+    m->dw_head = fbuf_((size_t)m->V * D);
     m->dh = fbuf_(BT * G * D);
     m->s_d1 = fbuf_(BT * D), m->s_d2 = fbuf_(BT * D), m->s_d3 = fbuf_(BT * D);
     m->s_f1 = fbuf_(BT * m->F), m->s_f2 = fbuf_(BT * m->F), m->s_f3 = fbuf_(BT * m->F);
     m->dqkv = fbuf_(BT * 3 * D);
+    m->s_att = fbuf_((size_t)m->B * m->nh * m->T * m->T);
     m->s_eng = fbuf_(BT * G * D);
 }
 
@@ -117,8 +128,9 @@ static void block_acts_free_(BlockActs* a) {
 void model_free(Model* m) {
     for (int l = 0; l < m->L; l++) block_acts_free_(&m->acts[l]);
     free(m->acts);
-    float* bufs[] = {m->params, m->grads, m->m, m->v, m->h, m->xn, m->rn, m->xfin, m->probs, m->dh,
-                     m->s_d1, m->s_d2, m->s_d3, m->s_f1, m->s_f2, m->s_f3, m->dqkv, m->s_eng};
+    float* bufs[] = {m->params, m->grads, m->m, m->v, m->h, m->xn, m->rn, m->xfin, m->probs, m->head_s,
+                     m->dx_head, m->dw_head, m->dh,
+                     m->s_d1, m->s_d2, m->s_d3, m->s_f1, m->s_f2, m->s_f3, m->dqkv, m->s_att, m->s_eng};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     tensors_ptrs_free(&m->P);
     tensors_ptrs_free(&m->dP);
@@ -178,6 +190,16 @@ static void ffn_block_forward_(Model* m, const BlockPtrs* p, BlockActs* a) {
     add_to_branches_(m->h, m->s_d1, BT, m->G, D);
 }
 
+/* The output head and its cross-entropy over the final normed stream; with grad also the unscaled
+ * gradients of Σ CE into dx_head and dw_head, for model_backward to scale. */
+static double head_(Model* m, int grad) {
+    const int BT = m->B * m->T;
+    double ce = head_xent(m->xfin, m->P.wout, m->y, BT, m->D, m->V, grad ? m->dx_head : NULL,
+                          grad ? m->dw_head : NULL, m->head_s, m->head_rows);
+    m->head_ready = grad;
+    return ce;
+}
+
 double model_forward(Model* m, const int32_t* x, const int32_t* y, float* const* e) {
     const int BT = m->B * m->T, D = m->D, G = m->G;
     m->x = x;
@@ -203,9 +225,13 @@ double model_forward(Model* m, const int32_t* x, const int32_t* y, float* const*
     }
     mean_branches_(m->xn, m->h, BT, G, D);
     rmsnorm_forward(m->xfin, m->rn, m->xn, m->P.norm_f, BT, D, (float)m->cfg->model.norm_eps);
-    linear_forward(m->probs, m->xfin, m->P.wout, NULL, BT, D, m->V);   // logits [BT,V]
-    if (!y) return 0.0;
-    return crossentropy_forward(m->probs, y, BT, m->V);
+    m->head_ready = 0;
+    if (!y) {   // logits [BT,V] for the caller to read; allocated on first use (training never needs it)
+        if (!m->probs) m->probs = fbuf_((size_t)BT * m->V);
+        linear_forward(m->probs, m->xfin, m->P.wout, NULL, BT, D, m->V);
+        return 0.0;
+    }
+    return head_(m, m->head_grad);
 }
 
 double model_aux_loss(const Model* m, double n_tok_glob) {
@@ -274,7 +300,7 @@ static void attention_block_backward_(Model* m, int l) {
     memset(dob, 0, (size_t)BT * D * sizeof(float));
     linear_backward(dob, dp->wo, NULL, dout, a->o, p->wo, BT, D, D);
     // o = attention(rotated q, k; v), then undo the rotation on the q and k gradients
-    attention_backward(m->dqkv, dob, a->qkv, a->att, m->B, m->T, D, m->nh);
+    attention_backward(m->dqkv, dob, a->qkv, a->att, m->s_att, m->B, m->T, D, m->nh);
     rope_apply(m->dqkv, m->B, m->T, D, m->nh, (float)m->cfg->model.rope_base, 1);
     // qkv = a·wqkvᵀ
     float* da = m->s_d1;   // dout is no longer needed
@@ -297,11 +323,17 @@ void model_backward(Model* m, double n_tok_glob, float* const* de) {
     const int BT = m->B * m->T, D = m->D;
     memset(m->grads, 0, m->tt.dense_numel * sizeof(float));
     memset(m->dh, 0, (size_t)BT * m->G * D * sizeof(float));
-    // loss = Σ CE / n_tok_glob: dlogits = (p − onehot)/n_tok_glob, in place in probs
-    crossentropy_backward(m->probs, m->y, BT, m->V, (float)(1.0 / n_tok_glob));
+    // loss = Σ CE / n_tok_glob: the head's gradients of Σ CE (from the forward, or computed now when
+    // the forward was not asked for them) times 1/n_tok_glob
+    if (!m->y) engram_die("this is a bug: model_backward needs a forward with targets", "no targets");
+    if (!m->head_ready) head_(m, 1);
+    m->head_ready = 0;
+    const float scale = (float)(1.0 / n_tok_glob);
     float* dx = m->s_d2;
-    memset(dx, 0, (size_t)BT * D * sizeof(float));
-    linear_backward(dx, m->dP.wout, NULL, m->probs, m->xfin, m->P.wout, BT, D, m->V);
+    for (size_t i = 0; i < (size_t)BT * D; i++) dx[i] = m->dx_head[i] * scale;
+    float* dwout = m->dP.wout;   // zero here (grads were just cleared); wte's embedding rows come last
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)m->V * D; i++) dwout[i] = m->dw_head[i] * scale;
     norm_of_mean_backward_(m, dx, m->xn, m->P.norm_f, m->rn, m->dP.norm_f);
     for (int l = m->L - 1; l >= 0; l--) {
         ffn_block_backward_(m, l, n_tok_glob);

@@ -44,11 +44,16 @@ typedef struct {
     float* h;                          // [B,T,G,D] residual stream
     BlockActs* acts;                   // [L]
     float *xn, *rn, *xfin;             // final norm: mean_G h, rstd, normed [BT,D]
-    float* probs;                      // [BT,V] logits → probabilities → dlogits
+    float* probs;                      // [BT,V] logits of a forward without targets (lazily allocated)
+    int head_grad;                     // set by the caller: a forward with targets also computes the
+                                       // head's gradients (fused; else model_backward recomputes them)
+    int head_ready, head_rows;         // dx_head/dw_head hold this forward's; tokens per head block
+    float* head_s;                     // [head_rows,V] one block's logits → p → p − onehot
+    float *dx_head, *dw_head;          // [BT,D], [V,D] gradients of Σ CE (unscaled)
     const int32_t *x, *y;              // tokens and targets of the last forward
     float* const* e;                   // [n_engram] gathered rows of the last forward
-    // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,T,G,D]
-    float *dh, *s_d1, *s_d2, *s_d3, *s_f1, *s_f2, *s_f3, *dqkv, *s_eng;
+    // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,nh,T,T], [B,T,G,D]
+    float *dh, *s_d1, *s_d2, *s_d3, *s_f1, *s_f2, *s_f3, *dqkv, *s_att, *s_eng;
 } Model;
 
 /* B = this rank's sequences per step; builds the tensor table, hashing and buffers. */

@@ -10,6 +10,14 @@
 
 #include "common.h"
 
+/* Hot element-wise loops: an AVX2+FMA clone next to the baseline x86-64 one, chosen at load time
+ * (GCC/Clang function multi-versioning), so the default build still runs on any x86-64 node. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENGRAM_NO_CLONES)
+#define ENGRAM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ENGRAM_SIMD_CLONES
+#endif
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 double ops_gemm_seconds = 0.0;
@@ -115,84 +123,74 @@ void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse
 
 /* ---- attention ----------------------------------------------------------------------------- */
 
+/* Per sequence b and head h the four products are GEMMs over strided views of qkv [B,T,3D]:
+ * q, k, v of head h are the [T,hd] columns h·hd (+ 0, D, 2D) with row stride 3D. The GEMMs run one
+ * after another (each one threaded by the BLAS), the row-wise softmax work between them in one
+ * OpenMP loop over all (b, h, t). The causal products use the full [T,T] score matrix with exact
+ * zeros above the diagonal: twice the multiplies of a triangle, but at GEMM speed. */
+
+/* p [T] of query t: softmax over s ≤ t of the scaled scores in p, zeros for s > t. */
+ENGRAM_SIMD_CLONES static void causal_softmax_row_(float* p, int t, int T) {
+    float mx = -INFINITY;
+    for (int s = 0; s <= t; s++) mx = p[s] > mx ? p[s] : mx;
+    float sum = 0.0f;
+    for (int s = 0; s <= t; s++) {
+        p[s] = expf(p[s] - mx);
+        sum += p[s];
+    }
+    const float inv = 1.0f / sum;
+    for (int s = 0; s <= t; s++) p[s] *= inv;
+    for (int s = t + 1; s < T; s++) p[s] = 0.0f;
+}
+
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh) {
     const int hd = D / nh, C3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++)   // scores = scale·q·kᵀ [T,T]
         for (int h = 0; h < nh; h++) {
-            const float* base = qkv + (size_t)b * T * C3;
-            float* P = att + ((size_t)b * nh + h) * T * T;
-            for (int t = 0; t < T; t++) {
-                const float* q = base + (size_t)t * C3 + h * hd;
-                float* p = P + (size_t)t * T;
-                float mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float* k = base + (size_t)s * C3 + D + h * hd;
-                    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                    for (int i = 0; i < hd; i++) dot += q[i] * k[i];
-                    p[s] = dot * scale;
-                    if (p[s] > mx) mx = p[s];
-                }
-                float sum = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] = expf(p[s] - mx);
-                    sum += p[s];
-                }
-                float* o = out + ((size_t)b * T + t) * D + h * hd;
-                for (int i = 0; i < hd; i++) o[i] = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] /= sum;
-                    const float* v = base + (size_t)s * C3 + 2 * D + h * hd;
-                    for (int i = 0; i < hd; i++) o[i] += p[s] * v[i];
-                }
-            }
+            const float* q = qkv + (size_t)b * T * C3 + (size_t)h * hd;
+            ops_gemm(0, 1, T, T, hd, scale, q, C3, q + D, C3, 0.0f, att + ((size_t)b * nh + h) * T * T, T);
+        }
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * nh * T; r++) causal_softmax_row_(att + (size_t)r * T, (int)(r % T), T);
+    for (int b = 0; b < B; b++)   // out_h = P·v [T,hd]
+        for (int h = 0; h < nh; h++) {
+            const float* v = qkv + (size_t)b * T * C3 + 2 * D + (size_t)h * hd;
+            ops_gemm(0, 0, T, hd, T, 1.0f, att + ((size_t)b * nh + h) * T * T, T, v, C3, 0.0f,
+                     out + (size_t)b * T * D + (size_t)h * hd, D);
         }
 }
 
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int D,
-                        int nh) {
+/* dp [T] of query t, in place: ds = p·(dp − Σ_s p·dp)·scale over s ≤ t, zeros above. */
+ENGRAM_SIMD_CLONES static void causal_softmax_row_backward_(float* dp, const float* p, int t, int T, float scale) {
+    float pdp = 0.0f;
+    for (int s = 0; s <= t; s++) pdp += p[s] * dp[s];
+    for (int s = 0; s <= t; s++) dp[s] = p[s] * (dp[s] - pdp) * scale;
+    for (int s = t + 1; s < T; s++) dp[s] = 0.0f;
+}
+
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch, int B,
+                        int T, int D, int nh) {
     const int hd = D / nh, C3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
-#pragma omp parallel for collapse(2) schedule(static)
+    // forward: o = P·v, so dv = Pᵀ·do and dP = do·vᵀ (into scratch)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
-            const float* base = qkv + (size_t)b * T * C3;
-            float* dbase = dqkv + (size_t)b * T * C3;
-            const float* P = att + ((size_t)b * nh + h) * T * T;
-            for (int t = 0; t < T; t++) {
-                const float* p = P + (size_t)t * T;
-                const float* dy = dout + ((size_t)b * T + t) * D + h * hd;
-                // forward: o_t = Σ_s p_ts v_s, so dv_s += p_ts·do_t and dp_ts = do_t·v_s
-                float dp[t + 1];
-                float pdp = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    const float* v = base + (size_t)s * C3 + 2 * D + h * hd;
-                    float* dv = dbase + (size_t)s * C3 + 2 * D + h * hd;
-                    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                    for (int i = 0; i < hd; i++) {
-                        dv[i] += p[s] * dy[i];
-                        acc += dy[i] * v[i];
-                    }
-                    dp[s] = acc;
-                    pdp += p[s] * acc;
-                }
-                // softmax: ds_ts = p_ts·(dp_ts − Σ_s' p_ts' dp_ts'); scores were q·k·scale
-                const float* q = base + (size_t)t * C3 + h * hd;
-                float* dq = dbase + (size_t)t * C3 + h * hd;
-                for (int s = 0; s <= t; s++) {
-                    float ds = p[s] * (dp[s] - pdp) * scale;
-                    const float* k = base + (size_t)s * C3 + D + h * hd;
-                    float* dk = dbase + (size_t)s * C3 + D + h * hd;
-                    for (int i = 0; i < hd; i++) {
-                        dq[i] += ds * k[i];
-                        dk[i] += ds * q[i];
-                    }
-                }
-            }
+            const size_t bh = ((size_t)b * nh + h) * T * T, qo = (size_t)b * T * C3 + (size_t)h * hd;
+            const float* dy = dout + (size_t)b * T * D + (size_t)h * hd;
+            ops_gemm(1, 0, T, hd, T, 1.0f, att + bh, T, dy, D, 0.0f, dqkv + qo + 2 * D, C3);
+            ops_gemm(0, 1, T, T, hd, 1.0f, dy, D, qkv + qo + 2 * D, C3, 0.0f, scratch + bh, T);
+        }
+    // softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the score scale
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * nh * T; r++)
+        causal_softmax_row_backward_(scratch + (size_t)r * T, att + (size_t)r * T, (int)(r % T), T, scale);
+    // scores were q·kᵀ: dq = dS·k, dk = dSᵀ·q
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const size_t bh = ((size_t)b * nh + h) * T * T, qo = (size_t)b * T * C3 + (size_t)h * hd;
+            ops_gemm(0, 0, T, hd, T, 1.0f, scratch + bh, T, qkv + qo + D, C3, 0.0f, dqkv + qo, C3);
+            ops_gemm(1, 0, T, hd, T, 1.0f, scratch + bh, T, qkv + qo, C3, 0.0f, dqkv + qo + D, C3);
         }
 }
 
@@ -219,7 +217,7 @@ void swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, c
 
 /* e^x for x ≤ 0 with ~1e-7 relative error (Cephes' expf: x = n·ln2 + r, a degree-5 polynomial for
  * e^r, 2^n through the exponent bits). Plain arithmetic, so the loop below vectorises, unlike libm. */
-static inline float exp_neg_(float x) {
+static inline __attribute__((always_inline)) float exp_neg_(float x) {
     x = x < -87.0f ? -87.0f : x;
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   // round to nearest, no libm call
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;   // ln2 split in two for an exact product
@@ -234,33 +232,38 @@ static inline float exp_neg_(float x) {
     return p * two_n.f;
 }
 
+/* One token's softmax cross-entropy: z [V] logits (overwritten); returns −log p[y]. With grad, z
+ * ends as p − onehot(y) (the gradient of the token's CE w.r.t. its logits), else as p. Compiled
+ * twice on x86-64 (AVX2+FMA and the baseline), picked at load time: the binary runs anywhere. */
+ENGRAM_SIMD_CLONES static double xent_row_(float* z, int y, int V, int grad) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    const float zy = z[y] - mx;
+    // e^(z − max) and their sum in one pass: float sums over blocks of 512 (vectorised), the blocks
+    // added in double, so V = 50k terms keep ~1e-7 relative accuracy
+    double sum = 0.0;
+    for (int v0 = 0; v0 < V; v0 += 512) {
+        const int v1 = v0 + 512 < V ? v0 + 512 : V;
+        float bs = 0.0f;
+#pragma omp simd reduction(+ : bs)
+        for (int v = v0; v < v1; v++) {
+            z[v] = exp_neg_(z[v] - mx);
+            bs += z[v];
+        }
+        sum += bs;
+    }
+    const float inv = (float)(1.0 / sum);
+#pragma omp simd
+    for (int v = 0; v < V; v++) z[v] *= inv;
+    if (grad) z[y] -= 1.0f;
+    return log(sum) - (double)zy;
+}
+
 double crossentropy_forward(float* probs, const int32_t* y, int N, int V) {
     double* loss = mallocCheck((size_t)N * sizeof(double));   // per token, summed in order below
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        float* p = probs + (size_t)n * V;
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int v = 0; v < V; v++) mx = p[v] > mx ? p[v] : mx;
-        const float zy = p[y[n]] - mx;
-        // e^(z − max) and their sum in one pass: float sums over blocks of 512 (vectorised), the
-        // blocks added in double, so V = 50k terms keep ~1e-7 relative accuracy
-        double sum = 0.0;
-        for (int v0 = 0; v0 < V; v0 += 512) {
-            const int v1 = v0 + 512 < V ? v0 + 512 : V;
-            float bs = 0.0f;
-#pragma omp simd reduction(+ : bs)
-            for (int v = v0; v < v1; v++) {
-                p[v] = exp_neg_(p[v] - mx);
-                bs += p[v];
-            }
-            sum += bs;
-        }
-        loss[n] = log(sum) - (double)zy;
-        const float inv = (float)(1.0 / sum);
-#pragma omp simd
-        for (int v = 0; v < V; v++) p[v] *= inv;
-    }
+    for (int n = 0; n < N; n++) loss[n] = xent_row_(probs + (size_t)n * V, y[n], V, 0);
     double total = 0.0;
     for (int n = 0; n < N; n++) total += loss[n];
     free(loss);
@@ -275,4 +278,26 @@ void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float s
         for (int v = 0; v < V; v++) p[v] *= scale;
         p[y[n]] -= scale;
     }
+}
+
+/* ---- the output head with its loss, fused ---------------------------------------------------- */
+
+double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
+                 float* scratch, int rows) {
+    double* loss = mallocCheck((size_t)rows * sizeof(double));
+    double total = 0.0;
+    for (int n0 = 0; n0 < N; n0 += rows) {
+        const int nb = N - n0 < rows ? N - n0 : rows;
+        const float* xb = x + (size_t)n0 * D;
+        ops_gemm(0, 1, nb, V, D, 1.0f, xb, D, W, D, 0.0f, scratch, V);   // logits [nb,V]
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++) loss[i] = xent_row_(scratch + (size_t)i * V, y[n0 + i], V, dx != NULL);
+        for (int i = 0; i < nb; i++) total += loss[i];   // token order, as crossentropy_forward
+        if (!dx) continue;
+        // scratch is now dΣCE/dlogits = p − onehot: dx = that·W, dW += thatᵀ·x
+        ops_gemm(0, 0, nb, D, V, 1.0f, scratch, V, W, D, 0.0f, dx + (size_t)n0 * D, D);
+        ops_gemm(1, 0, V, D, nb, 1.0f, scratch, V, xb, D, n0 ? 1.0f : 0.0f, dW, D);
+    }
+    free(loss);
+    return total;
 }

@@ -37,11 +37,11 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
 void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse);
 
 /* Causal attention. qkv [B,T,3D] (q, k already rotated) → out [B,T,D]; att [B,nh,T,T] keeps the
- * softmax probabilities (upper triangle unused). */
+ * softmax probabilities (zeros above the diagonal). */
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh);
-/* dqkv [B,T,3D] is OVERWRITTEN with the gradient w.r.t. the rotated q, k and v. */
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int D,
-                        int nh);
+/* dqkv [B,T,3D] is OVERWRITTEN with the gradient w.r.t. the rotated q, k and v; scratch [B,nh,T,T]. */
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, float* scratch, int B,
+                        int T, int D, int nh);
 
 /* g[n] = SiLU(h1[n])·h3[n] */
 void swiglu_forward(float* g, const float* h1, const float* h3, long n);
@@ -52,5 +52,13 @@ void swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, c
 double crossentropy_forward(float* probs, const int32_t* y, int N, int V);
 /* probs [N,V] turned in place into dloss/dlogits for loss = scale·Σ_n CE_n. */
 void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float scale);
+
+/* The output head and its loss in one pass over blocks of `rows` tokens, the [rows,V] logits never
+ * leaving scratch [rows·V]: logits = x[N,D]·W[V,D]ᵀ, softmax cross-entropy against y; returns
+ * Σ_n −log p[n, y[n]] (in double, token order: the value of crossentropy_forward on the logits).
+ * With dx (else both NULL), also the gradient of that sum: dx [N,D] = (p − onehot)·W and
+ * dW [V,D] = (p − onehot)ᵀ·x, both OVERWRITTEN (unscaled: the caller scales). */
+double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
+                 float* scratch, int rows);
 
 #endif

@@ -183,7 +183,9 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     double t0 = engram_now();
     gather_rows_(tr, x);
     if (x_next) prefetch_(tr, x_next);
+    m->head_grad = 1;   // the head's gradients come with its forward (model.h)
     double loss = forward_(tr, x, y);
+    m->head_grad = 0;
     progress_(tr);
     model_backward(m, tr->n_tok_glob, tr->de_ptr);
     if (nonfinite_injected_(tr)) m->grads[0] = NAN;

@@ -1,7 +1,7 @@
 /*
  * test_ops.c — every dense op's backward against central finite differences of its forward:
  * linear, RMSNorm, RoPE (and that its inverse undoes it), causal attention, SwiGLU and
- * cross-entropy. The loss is L = Σ out ⊙ R for a fixed random R (for cross-entropy, the loss
+ * cross-entropy; and the fused output head against those pieces. The loss is L = Σ out ⊙ R for a fixed random R (for cross-entropy, the loss
  * itself), evaluated in double; tolerances are per tensor, ‖analytic − numeric‖ / ‖numeric‖.
  */
 #include <setjmp.h>
@@ -115,11 +115,11 @@ static void attention_and_rope_backward_match_finite_differences(void** s) {
     (void)s;
     enum { B = 2, T = 7, D = 16, NH = 4 };
     static float qkv[B * T * 3 * D], rot[B * T * 3 * D], att[B * NH * T * T], out[B * T * D], R[B * T * D],
-        dqkv[B * T * 3 * D];
+        dqkv[B * T * 3 * D], scratch[B * NH * T * T];
     fill_(qkv, B * T * 3 * D, 9, 1), fill_(R, B * T * D, 10, 1);
     AttCtx c = {B, T, D, NH, qkv, rot, att, out, R};
     att_loss_(&c);
-    attention_backward(dqkv, R, rot, att, B, T, D, NH);
+    attention_backward(dqkv, R, rot, att, scratch, B, T, D, NH);
     rope_apply(dqkv, B, T, D, NH, 10000.0f, 1);
     double e = fd_rel_err_(att_loss_, &c, qkv, dqkv, B * T * 3 * D, 1e-2f);
     if (e > 2e-3) fail_msg("attention: err %g", e);
@@ -177,6 +177,26 @@ static void crossentropy_matches_log_softmax_and_its_gradient(void** s) {
     assert_true(fd_rel_err_(ce_loss_, &c, logits, grad, N * V, 1e-2f) < 1e-3);
 }
 
+/* ---- fused head: the same numbers as its pieces (linear, cross-entropy, linear backward) ---- */
+static void fused_head_matches_linear_and_crossentropy(void** s) {
+    (void)s;
+    enum { N = 7, D = 5, V = 13, ROWS = 3 };   // 3 blocks, the last one short
+    float x[N * D], W[V * D], logits[N * V], dx[N * D], dW[V * D], want_dx[N * D] = {0}, want_dW[V * D] = {0};
+    float scratch[ROWS * V];
+    int32_t y[N] = {0, 12, 5, 5, 1, 7, 3};
+    fill_(x, N * D, 21, 1), fill_(W, V * D, 22, 1);
+    fill_(dW, V * D, 23, 1);   // garbage: head_xent overwrites
+    linear_forward(logits, x, W, NULL, N, D, V);
+    double want = crossentropy_forward(logits, y, N, V);
+    crossentropy_backward(logits, y, N, V, 1.0f);
+    linear_backward(want_dx, want_dW, NULL, logits, x, W, N, D, V);
+    double loss = head_xent(x, W, y, N, D, V, dx, dW, scratch, ROWS);
+    assert_true(fabs(loss - want) < 1e-6 * fabs(want));
+    for (int i = 0; i < N * D; i++) assert_true(fabsf(dx[i] - want_dx[i]) < 1e-5f);
+    for (int i = 0; i < V * D; i++) assert_true(fabsf(dW[i] - want_dW[i]) < 1e-5f);
+    assert_true(head_xent(x, W, y, N, D, V, NULL, NULL, scratch, ROWS) == loss);   // loss only: same sum
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(linear_backward_matches_finite_differences),
@@ -185,6 +205,7 @@ int main(void) {
         cmocka_unit_test(attention_and_rope_backward_match_finite_differences),
         cmocka_unit_test(swiglu_backward_matches_finite_differences),
         cmocka_unit_test(crossentropy_matches_log_softmax_and_its_gradient),
+        cmocka_unit_test(fused_head_matches_linear_and_crossentropy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
