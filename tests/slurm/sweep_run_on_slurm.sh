@@ -23,7 +23,10 @@ sweep=$tmp/runs/sweep-e2e
 for i in 0 1; do poll 90 job_ended "${arr}_$i" || fail "array task $i did not end"; done
 echo "array ended after $(elapsed)"
 for i in 0 1; do [[ $(job_state "${arr}_$i") == COMPLETED ]] || { cat "$tmp/pt_$i.out"; fail "task $i: $(job_state "${arr}_$i")"; }; done
-for p in rho_1 rho_0.5; do [ -e "$sweep/$p/checkpoints/step_00000003.h5" ] || fail "point $p did not finish"; done
+for p in rho_1 rho_0.5; do
+  poll 30 test -e "$sweep/$p/checkpoints/step_00000003.h5" \
+    || { fail "point $p did not finish"; ls -R "$sweep" | head -20; for i in 0 1; do echo "--- task $i"; cat "$tmp/pt_$i.out"; done; }
+done
 "$engram" sweep report "$sweep" --json > "$tmp/report.json" || fail "sweep report"
 python3 -c "import json,sys; p=json.load(open('$tmp/report.json'))['points']; sys.exit(not (len(p)==2 and all(x['steps']==3 for x in p)))" \
   || fail "report: expected two points at step 3"
