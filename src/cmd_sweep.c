@@ -294,7 +294,7 @@ static void plot_(const char* dir, const SweepResult* r, int n) {
     fprintf(f, "set terminal pngcairo size 800,500\nset output '%s'\n", png);
     fprintf(f, "set xlabel 'rho (share of the sparse budget held by routed experts)'\nset ylabel 'validation loss'\n");
     fprintf(f, "set grid\nset key top center\nset xrange [-0.05:1.05]\n");
-    if (fit) fprintf(f, "a = 0; b = 0; c = %g\nset fit quiet\nset fit logfile '/dev/null'\nfit a*x**2 + b*x + c '%s' via a, b, c\n",
+    if (fit) fprintf(f, "a = 1; b = -1; c = %g\nset fit quiet\nset fit logfile '/dev/null'\nfit a*x**2 + b*x + c '%s' via a, b, c\n",
                      m->val_loss, data);
     fprintf(f, "set label 1 'lowest: rho %g, loss %.4f' at %g, %.6f offset 1,1\n", m->rho_target, m->val_loss,
             m->rho_target, m->val_loss);
@@ -303,7 +303,8 @@ static void plot_(const char* dir, const SweepResult* r, int n) {
     fprintf(f, "%g %.6f\ne\n", m->rho_target, m->val_loss);
     fclose(f);
     snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", script);
-    if (system(cmd) != 0) fprintf(stderr, "engram: sweep report: gnuplot failed; install gnuplot-nox (bash jobs/setup.sh)\n");
+    if (system(cmd) != 0)
+        fprintf(stderr, "engram: sweep report: gnuplot failed on %s (is gnuplot-nox installed? bash jobs/setup.sh)\n", script);
 }
 
 static int sweep_report_cmd_(int argc, char** argv) {
