@@ -30,6 +30,8 @@ while (($#)); do
 done
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Both sides run with idle OpenMP threads sleeping, as jobs/launch.sh runs engram (it helps both).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
 py=/usr/bin/python3
 

@@ -13,4 +13,7 @@ threads=$(( cores / P )); (( threads >= 1 )) || threads=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
 if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-exec mpirun -np "$P" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS "${ENGRAM_BIN:-build/engram}" "$@"
+# Idle OpenMP threads sleep instead of spinning, so they do not steal the cores OpenBLAS's threads
+# need between parallel regions (tiny.yaml, 2 threads: ~1.45x the tokens/s of the default).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+exec mpirun -np "$P" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY "${ENGRAM_BIN:-build/engram}" "$@"

@@ -34,6 +34,7 @@ ENGRAM_BIN=${ENGRAM_BIN:-$ENGRAM_ROOT/build/engram}
 
 # One OpenMP/OpenBLAS thread per CPU the task was given: more would oversubscribe the node.
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}   # idle OpenMP threads sleep (see jobs/launch.sh)
 # HDF5 1.10 locks files with flock/fcntl, which NFS and Lustre often refuse ("unable to lock file,
 # errno = 38"). engram never has two writers on one checkpoint file, so locking buys nothing here.
 export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}

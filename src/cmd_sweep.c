@@ -113,7 +113,8 @@ static int train_point_(const char* sweep_path, char** user, int n_user, const S
     char** argv = callocCheck((size_t)(n_user + p->n_overrides + 16), sizeof(char*));
     int a = 0;
     argv[a++] = "mpirun", argv[a++] = "-np", argv[a++] = np, argv[a++] = "-x", argv[a++] = "OMP_NUM_THREADS";
-    argv[a++] = "-x", argv[a++] = "OPENBLAS_NUM_THREADS", argv[a++] = self, argv[a++] = "train";
+    argv[a++] = "-x", argv[a++] = "OPENBLAS_NUM_THREADS", argv[a++] = "-x", argv[a++] = "OMP_WAIT_POLICY";
+    argv[a++] = self, argv[a++] = "train";
     argv[a++] = (char*)sweep_path;
     for (int i = 0; i < n_user; i++) argv[a++] = user[i];
     for (int i = 0; i < p->n_overrides; i++) argv[a++] = (char*)p->overrides[i];
@@ -125,6 +126,7 @@ static int train_point_(const char* sweep_path, char** user, int n_user, const S
         char th[24];
         snprintf(th, sizeof th, "%ld", t);
         setenv("OMP_NUM_THREADS", th, 0), setenv("OPENBLAS_NUM_THREADS", th, 0);
+        setenv("OMP_WAIT_POLICY", "passive", 0);   // as jobs/launch.sh
         setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0), setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
         if (geteuid() == 0) setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0), setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
         execvp("mpirun", argv);
