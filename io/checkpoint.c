@@ -95,28 +95,6 @@ static uint64_t write_rows_(Writer_* w, const CkSet* s, hid_t type, int64_t firs
     return sum;
 }
 
-/* The values behind one set: whole buffer or this rank's rows. */
-static const void* set_data_(const Trainer* tr, const CkSet* s, int64_t* first, int64_t* local) {
-    const Model* m = &tr->model;
-    const EngramTables* t = &tr->tables;
-    const NgramHash* nh = &m->hash;
-    int e = s->layer;
-    if (e >= 0) *first = t->first[e], *local = t->local[e];
-    switch (s->src) {
-    case CK_PARAM: return m->params + m->tt.t[s->tensor].offset;
-    case CK_M: return m->m + m->tt.t[s->tensor].offset;
-    case CK_V: return m->v + m->tt.t[s->tensor].offset;
-    case CK_TABLE: return t->table[e];
-    case CK_TABLE_M: return t->m[e];
-    case CK_TABLE_V: return t->v[e];
-    case CK_UPDATES: return t->updates[e];
-    case CK_MULT: return nh->multipliers + (size_t)e * nh->max_ngram;
-    case CK_SIZES: return nh->table_sizes + (size_t)e * nh->h_total;
-    case CK_OFFSETS: return nh->offsets + (size_t)e * nh->h_total;
-    }
-    return NULL;
-}
-
 static void write_string_dataset_(Writer_* w, const char* path, const char* text) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, strlen(text) ? strlen(text) : 1);
@@ -178,7 +156,7 @@ static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const
         const CkSet* s = &sets[i];
         hid_t type = s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
         int64_t first = 0, local = 0;
-        const void* data = set_data_(tr, s, &first, &local);
+        const void* data = ckpt_set_data(tr, s, &first, &local);
         if (ckpt_is_rows(s->src)) {
             w->sums[i] = write_rows_(w, s, type, first, local, data);
         } else {

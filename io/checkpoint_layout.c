@@ -381,3 +381,25 @@ char* ckpt_read_config_string(hid_t f) {
     H5Dclose(ds);
     return out;
 }
+
+/* The values behind one set: whole buffer or this rank's rows. */
+const void* ckpt_set_data(const Trainer* tr, const CkSet* s, int64_t* first, int64_t* local) {
+    const Model* m = &tr->model;
+    const EngramTables* t = &tr->tables;
+    const NgramHash* nh = &m->hash;
+    int e = s->layer;
+    if (e >= 0) *first = t->first[e], *local = t->local[e];
+    switch (s->src) {
+    case CK_PARAM: return m->params + m->tt.t[s->tensor].offset;
+    case CK_M: return m->m + m->tt.t[s->tensor].offset;
+    case CK_V: return m->v + m->tt.t[s->tensor].offset;
+    case CK_TABLE: return t->table[e];
+    case CK_TABLE_M: return t->m[e];
+    case CK_TABLE_V: return t->v[e];
+    case CK_UPDATES: return t->updates[e];
+    case CK_MULT: return nh->multipliers + (size_t)e * nh->max_ngram;
+    case CK_SIZES: return nh->table_sizes + (size_t)e * nh->h_total;
+    case CK_OFFSETS: return nh->offsets + (size_t)e * nh->h_total;
+    }
+    return NULL;
+}

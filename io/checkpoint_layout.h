@@ -92,4 +92,8 @@ static inline CkQuiet ckpt_quiet(void) {
 }
 static inline void ckpt_loud(CkQuiet q) { H5Eset_auto2(H5E_DEFAULT, q.fn, q.data); }
 
+/* The values behind one set in the trainer: the whole buffer, or (tables) this rank's rows, whose
+ * range goes to *first, *local. Save reads from it; load writes into it. */
+const void* ckpt_set_data(const Trainer* tr, const CkSet* s, int64_t* first, int64_t* local);
+
 #endif

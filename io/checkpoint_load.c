@@ -125,20 +125,8 @@ static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int P, int64_t first,
 }
 
 static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local) {
-    Model* m = &tr->model;
-    EngramTables* t = &tr->tables;
-    int e = s->layer;
-    if (e >= 0) *first = t->first[e], *local = t->local[e];
-    switch (s->src) {
-    case CK_PARAM: return m->params + m->tt.t[s->tensor].offset;
-    case CK_M: return m->m + m->tt.t[s->tensor].offset;
-    case CK_V: return m->v + m->tt.t[s->tensor].offset;
-    case CK_TABLE: return t->table[e];
-    case CK_TABLE_M: return t->m[e];
-    case CK_TABLE_V: return t->v[e];
-    case CK_UPDATES: return t->updates[e];
-    default: return NULL;   // hashing arrays: compared, not loaded
-    }
+    if (s->src == CK_MULT || s->src == CK_SIZES || s->src == CK_OFFSETS) return NULL;   // compared, not loaded
+    return (void*)ckpt_set_data(tr, s, first, local);
 }
 
 /* Read every tensor; checksums summed over ranks and compared. 0, or -1 with err. */
