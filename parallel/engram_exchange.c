@@ -43,8 +43,7 @@ void exchange_free(Exchange* ex) {
         plan_clear_(p);
         free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl);
     }
-    if (ex->tab)
-        for (int l = 0; l < ex->tab->n_layers; l++) free(ex->stamp[l]), free(ex->slot[l]);
+    for (int l = 0; l < ex->n_stamped; l++) free(ex->stamp[l]), free(ex->slot[l]);
     free(ex->stamp), free(ex->slot);
     MPI_Type_free(&ex->row_t);
     free(ex->srows), free(ex->rrows), free(ex->own_grads);
@@ -68,6 +67,7 @@ static void plan_begin_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const E
     const int P = ex->comm->size;
     if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing)
         ex->tab = t;
+        ex->n_stamped = t->n_layers;
         ex->stamp = callocCheck(t->n_layers, sizeof(int64_t*));
         ex->slot = callocCheck(t->n_layers, sizeof(int64_t*));
         for (int l = 0; l < t->n_layers; l++) {

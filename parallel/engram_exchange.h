@@ -55,6 +55,7 @@ typedef struct {
     ExchangePlan plan[2];   // this step's and the next step's
     int cur;                // plan[cur] is this step's
     const EngramTables* tab;   // the local tables (row ranges), set by the first plan
+    int n_stamped;          // layers of stamp/slot (the tables may be freed before the exchange)
     int64_t** stamp;        // [n_layers] → [local rows] plan number that last saw the row
     int64_t** slot;         // [n_layers] → [local rows] its index in own_keys for that plan
     int64_t plans;          // plans made so far (the stamp of the newest)

@@ -39,8 +39,8 @@ void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm
 
 void trainer_free(Trainer* tr) {
     if (tr->model.hash.n_layers > 0) {
+        if (tr->comm) exchange_free(&tr->ex);   // before the tables its plans point into
         tables_free(&tr->tables);
-        if (tr->comm) exchange_free(&tr->ex);
     }
     rowset_free(&tr->rows);
     rowset_free(&tr->rows_next);
