@@ -75,7 +75,9 @@ grep -q "step_00000002.h5" "$tmp/runs/nan/checkpoints/latest" 2>/dev/null || fai
 # SIGTERM: checkpoint, exit 75, resume
 "$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=sig train.steps=400 checkpoint.every=1000 > "$tmp/out5" 2>&1 &
 pid=$!
-for i in $(seq 1 100); do grep -q "step 2/" "$tmp/out5" 2>/dev/null && break; sleep 0.2; done
+# wait for step 2 (the handler is installed by then); slow builds (sanitizers) under load take minutes
+for i in $(seq 1 1500); do grep -q "step 2/" "$tmp/out5" 2>/dev/null && break; sleep 0.2; done
+grep -q "step 2/" "$tmp/out5" || fail "SIGTERM run did not reach step 2 in 300 s"
 pkill -TERM -P $pid   # to the ranks, as Slurm signals a job step's tasks (mpirun itself would abort them)
 wait $pid; rc=$?
 [ $rc -eq 75 ] || { tail -5 "$tmp/out5"; fail "SIGTERM run exited $rc, wanted 75"; }

@@ -184,10 +184,12 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
     size_t na, nb;
     char* a = (char*)slurp_(pa, &na);
     char* b = (char*)slurp_(pb, &nb);
-    if (na != nb) { printf("FAIL: %s and %s differ in size (%zu vs %zu)\n", pa, pb, na, nb); return 1; }
-    if (tol == 0) {
-        int same = memcmp(a, b, na) == 0;
-        printf("%s: %s vs %s\n", same ? "bit-identical" : "FAIL: not bit-identical", pa, pb);
+    if (na != nb || tol == 0) {   // sizes first; tolerance 0 asks for bit-identical files
+        int same = na == nb && memcmp(a, b, na) == 0;
+        if (na != nb) printf("FAIL: %s and %s differ in size (%zu vs %zu)\n", pa, pb, na, nb);
+        else printf("%s: %s vs %s\n", same ? "bit-identical" : "FAIL: not bit-identical", pa, pb);
+        free(a), free(b);
+        config_free(&c);
         return !same;
     }
     Model m;
