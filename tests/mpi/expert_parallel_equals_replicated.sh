@@ -5,10 +5,13 @@
 # shape [E, ...] (per tensor max|Δ| ≤ 1e-5·max|ref|), whether the experts are replicated (EP=1) or
 # sharded over EP ranks at the same P. Cases: P=4 with EP=2 and 4; E=6 at P=4 with EP=4 (the last
 # position holds no expert) and EP=2 (3 each); P=3, EP=3 with E=8 (3, 3, 2); P=2, EP=2 with E=5.
+# (The closest tensor to the bound is a near-zero Engram bias, ~9e-6 at E=6/EP=2: the Adam noise
+# floor that tests/mpi/distributed_equals_single_rank.sh describes; every other tensor is within 2e-6.)
 # Two runs at EP=4 are bit-identical. train_dump itself asserts, every step, identical replicas and
 # the expert exchange's rows and wire bytes against a recount from the routing.
 # With a capacity (per rank, on its local tokens) the same assignments are dropped at every EP:
-# the totals must agree, be non-zero, and the runs still match.
+# the totals must agree, be non-zero, and the runs still match. EP that does not divide P is refused
+# with one line; `engram bench experts` reports the held experts' bytes per rank.
 set -euo pipefail
 engram=$1; mpirun=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,3 +50,17 @@ for EP in 2 4; do
   same "$tmp/c1.bin" "$tmp/c$EP.bin" 1e-5 moe.capacity_factor=1.0
 done
 echo "dropped at every EP: $d1"
+
+echo "== EP must divide P: one clear line, non-zero exit"
+if out=$("$mpirun" -np 3 "$bin" "$cfg" "$tmp/bad.bin" parallel.expert_parallel=2 2>&1); then
+  echo "FAIL: EP=2 at P=3 ran"; exit 1
+fi
+grep -q "parallel.expert_parallel = 2 does not divide the 3 ranks" <<< "$out" || { echo "$out" | head -5; echo "FAIL: no clear refusal"; exit 1; }
+
+echo "== bench experts: per-rank routed-expert bytes = 2 MoE layers x 3 matrices x Fe·D x experts held x 4"
+for EP in 1 2; do
+  json=$("$mpirun" -np 2 "$engram" bench experts "$cfg" parallel.expert_parallel=$EP --steps 1 | tail -1)
+  want=$((2 * 3 * 24 * 32 * (8 / EP) * 4))
+  grep -q "\"EP\":$EP,.*\"routed_expert_param_bytes_per_rank\":\[$want,$want\]" <<< "$json" || { echo "$json"; echo "FAIL: EP=$EP expected $want bytes"; exit 1; }
+done
+echo "bench experts: ok"
