@@ -7,7 +7,7 @@
 # position holds no expert) and EP=2 (3 each); P=3, EP=3 with E=8 (3, 3, 2); P=2, EP=2 with E=5.
 # (The closest tensor to the bound is a near-zero Engram bias, ~9e-6 at E=6/EP=2: the Adam noise
 # floor that tests/mpi/distributed_equals_single_rank.sh describes; every other tensor is within 2e-6.)
-# Two runs at EP=4 are bit-identical. train_dump itself asserts, every step, identical replicas and
+# Two runs at EP=4 are bit-identical, and so is one that prefetches the next step's Engram plan. train_dump itself asserts, every step, identical replicas and
 # the expert exchange's rows and wire bytes against a recount from the routing.
 # With a capacity (per rank, on its local tokens) the same assignments are dropped at every EP:
 # the totals must agree, be non-zero, and the runs still match. EP that does not divide P is refused
@@ -32,6 +32,8 @@ run 4 1 "$tmp/r1.bin" > /dev/null
 for EP in 2 4; do run 4 $EP "$tmp/r$EP.bin" > /dev/null; same "$tmp/r1.bin" "$tmp/r$EP.bin" 1e-5; done
 run 4 4 "$tmp/r4b.bin" > /dev/null
 same "$tmp/r4.bin" "$tmp/r4b.bin" 0
+run 4 4 "$tmp/r4p.bin" --prefetch > /dev/null   # the Engram plan of the next step posted meanwhile
+same "$tmp/r4.bin" "$tmp/r4p.bin" 0
 
 echo "== experts that do not divide by EP"
 for case in "4 6 4" "4 6 2" "3 8 3" "2 5 2"; do
