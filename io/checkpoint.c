@@ -4,7 +4,9 @@
  *
  * Every rank makes every HDF5 call (dataset and attribute creation are collective in parallel
  * HDF5). Replicated data is written by rank 0 with the other ranks selecting nothing; the Engram
- * tables, their moments and update counts by each rank for its own rows. Without a Comm the same
+ * tables, their moments and update counts by each rank for its own rows; under expert parallelism
+ * the routed experts and their moments by the ranks of the first expert-parallel group, each its
+ * experts' hyperslab of the logical [E, ...] dataset. Without a Comm the same
  * code runs on HDF5's default sequential driver, so single-process users need no MPI_Init.
  * Loading is checkpoint_load.c.
  */
@@ -82,14 +84,13 @@ static uint64_t write_whole_(Writer_* w, const char* path, hid_t type, int ndim,
     return sum;
 }
 
-/* Each rank writes its rows [first, first+local) of a [rows] or [rows, cols] dataset. */
+/* Each rank writes its rows [first, first+local) of a sharded dataset (none unless s->writes). */
 static uint64_t write_rows_(Writer_* w, const CkSet* s, hid_t type, int64_t first, int64_t local, const void* data) {
     hid_t ds = create_(w, s->path, type, s->ndim, s->dims);
     if (ds < 0) return 0;
-    size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * (s->is_float ? 4 : 8);
-    int64_t max_rows = shard_block_rows((int64_t)s->dims[0], w->P);
+    if (!s->writes) local = 0;
     uint64_t sum = 0;
-    if (ckpt_rows_io(1, ds, type, w->dxpl, first, first + local, max_rows, row_bytes, (void*)data, &sum) < 0)
+    if (ckpt_rows_io(1, ds, type, w->dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), (void*)data, &sum) < 0)
         fail_(w, "cannot write %s", s->path);
     H5Dclose(ds);
     return sum;
@@ -157,7 +158,7 @@ static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const
         hid_t type = s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
         int64_t first = 0, local = 0;
         const void* data = ckpt_set_data(tr, s, &first, &local);
-        if (ckpt_is_rows(s->src)) {
+        if (s->sharded) {
             w->sums[i] = write_rows_(w, s, type, first, local, data);
         } else {
             size_t numel = 1;

@@ -11,6 +11,7 @@
 
 #include "checkpoint.h"
 #include "common.h"
+#include "shard.h"
 
 void ckpt_errf(char* err, size_t errlen, const char* fmt, ...) {
     va_list ap;
@@ -147,6 +148,7 @@ static CkSet* push_(CkSet** v, int* n, int* cap) {
 int ckpt_layout(const Trainer* tr, CkSet** out) {
     const TensorTable* tt = &tr->model.tt;
     const NgramHash* nh = &tr->model.hash;
+    const int P = tr->comm ? tr->comm->size : 1, rank = tr->comm ? tr->comm->rank : 0;
     CkSet* v = NULL;
     int n = 0, cap = 0;
     static const char* dense_dir[3] = {"/params/%s", "/optim/%s/m", "/optim/%s/v"};
@@ -162,6 +164,11 @@ int ckpt_layout(const Trainer* tr, CkSet** out) {
                 s->ndim = t->ndim;
                 for (int d = 0; d < t->ndim; d++) s->dims[d] = (hsize_t)t->shape[d];
                 s->tensor = i;
+                if (t->shard == SHARD_EXPERTS && tt->ep > 1) {   // [E, ...]: each rank its experts
+                    s->sharded = 1;
+                    s->max_rows = shard_block_rows(t->shape[0], tt->ep);
+                    s->writes = rank < tt->ep;   // the first group holds every expert once
+                }
             }
             continue;
         }
@@ -175,6 +182,8 @@ int ckpt_layout(const Trainer* tr, CkSet** out) {
             s->dims[0] = (hsize_t)tr->tables.rows[e];
             s->dims[1] = (hsize_t)tr->tables.Dh;
             s->layer = e;
+            s->sharded = s->writes = 1;
+            s->max_rows = shard_block_rows(tr->tables.rows[e], P);
         }
         static const char* hash_name[3] = {"multipliers", "table_sizes", "offsets"};
         for (int k = 0; k < 3; k++) {
@@ -389,6 +398,7 @@ const void* ckpt_set_data(const Trainer* tr, const CkSet* s, int64_t* first, int
     const NgramHash* nh = &m->hash;
     int e = s->layer;
     if (e >= 0) *first = t->first[e], *local = t->local[e];
+    if (s->sharded && s->tensor >= 0) *first = m->tt.t[s->tensor].rows_first, *local = m->tt.t[s->tensor].rows_local;
     switch (s->src) {
     case CK_PARAM: return m->params + m->tt.t[s->tensor].offset;
     case CK_M: return m->m + m->tt.t[s->tensor].offset;

@@ -15,8 +15,9 @@
 
 #include "train.h"
 
-/* Where a dataset's values live in the Trainer. Dense sources are whole (replicated) buffers;
- * table sources are this rank's rows [first, first+local) of a row-sharded dataset. */
+/* Where a dataset's values live in the Trainer. Dense sources are whole (replicated) buffers, or
+ * under expert parallelism this rank's experts [first, first+local) of an [E, ...] tensor; table
+ * sources are this rank's rows [first, first+local) of a row-sharded dataset. */
 typedef enum {
     CK_PARAM, CK_M, CK_V,                          // dense tensor t: params / m / v + offset
     CK_TABLE, CK_TABLE_M, CK_TABLE_V, CK_UPDATES,  // Engram layer e, row-sharded
@@ -31,13 +32,21 @@ typedef struct {
     hsize_t dims[4];     // logical shape
     int tensor;          // dense: index into the tensor table
     int layer;           // Engram layer index (engram.layers order)
+    int sharded;         // each rank holds rows [first, first+local) of dims[0] (ckpt_set_data)
+    int64_t max_rows;    // sharded: the largest part any rank holds (the same on every rank)
+    int writes;          // sharded: this rank writes its part and counts it in the checksum (of
+                         // ranks holding the same experts, those of the first group do)
 } CkSet;
 
 /* Every dataset of tr's checkpoint (without /config and /tokenizer); *out malloc'd. */
 int ckpt_layout(const Trainer* tr, CkSet** out);
 
-/* Is the row-sharded kind (each rank its rows)? */
-static inline int ckpt_is_rows(CkSource s) { return s >= CK_TABLE && s <= CK_UPDATES; }
+/* Bytes of one row (dims[0] indexes rows) of a set. */
+static inline size_t ckpt_row_bytes(const CkSet* s) {
+    size_t b = s->is_float ? 4 : 8;
+    for (int d = 1; d < s->ndim; d++) b *= (size_t)s->dims[d];
+    return b;
+}
 
 /* Dataset checksum: Σ over 32-bit words w_i of (w_i xor c)·(2i+1 mod 2^32) mod 2^64, i the word's
  * index in the whole dataset. Linear in the words, so ranks add their parts at any P; any single
@@ -92,8 +101,8 @@ static inline CkQuiet ckpt_quiet(void) {
 }
 static inline void ckpt_loud(CkQuiet q) { H5Eset_auto2(H5E_DEFAULT, q.fn, q.data); }
 
-/* The values behind one set in the trainer: the whole buffer, or (tables) this rank's rows, whose
- * range goes to *first, *local. Save reads from it; load writes into it. */
+/* The values behind one set in the trainer: the whole buffer, or (sharded sets) this rank's rows,
+ * whose range goes to *first, *local. Save reads from it; load writes into it. */
 const void* ckpt_set_data(const Trainer* tr, const CkSet* s, int64_t* first, int64_t* local);
 
 #endif

@@ -5,7 +5,7 @@
  * Everything that can be checked without touching the Trainer is checked first (format, version,
  * every dataset's shape, the hashing arrays against the config's), identically on every rank; then
  * replicated datasets are read by rank 0 and broadcast, and each rank reads its own rows of the
- * Engram tables. Checksums are verified last: a refused file may leave the Trainer half-loaded,
+ * Engram tables and (under expert parallelism) its own experts. Checksums are verified last: a refused file may leave the Trainer half-loaded,
  * and the callers exit.
  */
 #include "checkpoint.h"
@@ -19,7 +19,6 @@
 
 #include "checkpoint_layout.h"
 #include "common.h"
-#include "shard.h"
 
 int checkpoint_resolve(const char* path, char* file, size_t n, char* err, size_t errlen) {
     struct stat sb;
@@ -113,13 +112,12 @@ static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, int rank, MPI_Comm c
     return bad ? -1 : 0;
 }
 
-/* Each rank reads rows [first, first+local) (P' = this run's world size). */
-static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int P, int64_t first, int64_t local, void* out) {
+/* Each rank reads rows [first, first+local), its part in this run's layout (any P, any EP). */
+static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int64_t first, int64_t local, void* out) {
     hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
     if (ds < 0) return -1;
-    size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * (s->is_float ? 4 : 8);
     herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, first, first + local,
-                             shard_block_rows((int64_t)s->dims[0], P), row_bytes, out, NULL);
+                             s->max_rows, ckpt_row_bytes(s), out, NULL);
     H5Dclose(ds);
     return rc < 0 ? -1 : 0;
 }
@@ -131,7 +129,7 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
 
 /* Read every tensor; checksums summed over ranks and compared. 0, or -1 with err. */
 static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl, int rank,
-                         int P, MPI_Comm comm, char* err, size_t errlen) {
+                         MPI_Comm comm, char* err, size_t errlen) {
     uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
     int bad = -1;
     for (int i = 0; i < n && bad < 0; i++) {
@@ -140,10 +138,10 @@ static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* se
         void* out = target_(tr, s, &first, &local);
         if (!out) continue;
         size_t esz = s->is_float ? 4 : 8;
-        if (ckpt_is_rows(s->src)) {
-            size_t row_bytes = (size_t)(s->ndim == 2 ? s->dims[1] : 1) * esz;
-            if (read_rows_(f, s, dxpl, comm == MPI_COMM_NULL ? 1 : P, first, local, out)) bad = i;
-            else if (local > 0) sums[i] = ckpt_checksum(out, (size_t)local * row_bytes, (uint64_t)first * row_bytes / 4);
+        if (s->sharded) {   // every rank reads its part; each row is counted once in the checksum
+            size_t row_bytes = ckpt_row_bytes(s);
+            if (read_rows_(f, s, dxpl, first, local, out)) bad = i;
+            else if (local > 0 && s->writes) sums[i] = ckpt_checksum(out, (size_t)local * row_bytes, (uint64_t)first * row_bytes / 4);
         } else {
             size_t numel = 1;
             for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
@@ -208,7 +206,7 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
                    ckpt_attr_read_u64(g, "seed", &st->seed) || ckpt_attr_read_i64(g, "data_position", &ds) ||
                    ckpt_attr_read_i64(g, "bad_steps", &bs)) {
             ckpt_errf(err, errlen, "%s: step, tokens_seen, world_size or /state attributes missing (corrupt file)", file);
-        } else if (read_tensors_(f, file, tr, sets, n, dxpl, rank, tr->comm ? tr->comm->size : 1, comm, err, errlen) == 0) {
+        } else if (read_tensors_(f, file, tr, sets, n, dxpl, rank, comm, err, errlen) == 0) {
             st->world_size = (int)ws;
             st->data_position = ds;
             st->bad_steps = (long)bs;

@@ -83,7 +83,7 @@ static const ConfigKey KEYS[] = {
     {"checkpoint.every", KEY_INT, OFF(checkpoint.every), "100", 0, INT_MAX, NULL, "steps between checkpoints; 0 = only at the end"},
     {"checkpoint.keep", KEY_INT, OFF(checkpoint.keep), "3", 1, INT_MAX, NULL, "newest checkpoints kept"},
     {"parallel.device", KEY_ENUM, OFF(parallel.device), "cpu", 0, 0, "cpu|cuda", "compute device"},
-    {"parallel.expert_parallel", KEY_INT, OFF(parallel.expert_parallel), "1", 1, 1 << 20, NULL, "ranks an expert set is sharded over (divides the world size); 1 = replicated"},
+    {"parallel.expert_parallel", KEY_INT, OFF(parallel.expert_parallel), "1", 1, 1 << 20, NULL, "ranks the routed experts are sharded over (divides the world size; experts need not divide by it); 1 = replicated"},
     {"sweep.rhos", KEY_F64LIST, OFF(sweep.rhos), "[]", 0, 1, NULL, "ρ values of a sweep (share of the sparse budget held by routed experts)"},
     {"sweep.total_params", KEY_I64, OFF(sweep.total_params), "0", 0, 4e18, NULL, "P_tot target of a sweep"},
 };
@@ -544,8 +544,6 @@ int config_validate(Config* c, char* err, size_t n) {
         if (c->moe.experts < 1) return rule_err_(c, "moe.experts", err, n, "must be >= 1 when moe.layers is not empty");
         if (c->moe.top_k > c->moe.experts)
             return rule_err_(c, "moe.top_k", err, n, "must be <= moe.experts = %d", c->moe.experts);
-        if (c->moe.experts % c->parallel.expert_parallel != 0)
-            return rule_err_(c, "parallel.expert_parallel", err, n, "must divide moe.experts = %d", c->moe.experts);
     }
     if (c->engram.layers.n > 0) {
         if (c->engram.vocab_bases.n != c->engram.max_ngram - 1)

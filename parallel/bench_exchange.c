@@ -69,7 +69,7 @@ static double exchange_alone_(Trainer* tr, int reps, int with_plan) {
     return best;
 }
 
-static void fill_batch_(int32_t* x, int32_t* y, int s, int T, int V, int first, int count) {
+void bench_fill_batch(int32_t* x, int32_t* y, int s, int T, int V, int first, int count) {
     for (int b = first; b < first + count; b++)
         for (int t = 0; t <= T; t++) {
             int32_t tok = (int32_t)(rng_u64(77, (uint64_t)s, (uint64_t)b * (T + 1) + t) % (uint64_t)V);
@@ -78,35 +78,42 @@ static void fill_batch_(int32_t* x, int32_t* y, int s, int T, int V, int first, 
         }
 }
 
-int bench_exchange_main(int argc, char** argv) {
-    Comm w;
-    comm_init(&w, &argc, &argv);
+const char* bench_mpi_start(int argc, char** argv, const char* usage, Comm* w, Config* c, Trainer* tr, int* first,
+                            int* count, int* steps) {
+    comm_init(w, &argc, &argv);
     const char *path = NULL, *v;
-    int steps = 5;
+    *steps = 5;
     char** over = callocCheck(argc, sizeof(char*));
     int n_over = 0;
     for (int i = 1; i < argc; i++) {
-        if ((v = cli_option(argc, argv, &i, "--steps"))) steps = atoi(v);
+        if ((v = cli_option(argc, argv, &i, "--steps"))) *steps = atoi(v);
         else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
         else path = argv[i];
     }
-    if (!path || steps < 1) engram_fail("usage: mpirun -np P engram bench exchange CONFIG [key=value ...] [--steps N]");
-    Config c;
-    cli_load_config(&c, path, n_over, over);
+    if (!path || *steps < 1) engram_fail("usage: %s", usage);
+    cli_load_config(c, path, n_over, over);
     free(over);
+    shard_batch_range(c->train.batch_size, w->size, w->rank, first, count);
+    trainer_init(tr, c, *count, (uint64_t)c->run.seed, w);
+    return path;
+}
+
+int bench_exchange_main(int argc, char** argv) {
+    Comm w;
+    Config c;
+    Trainer tr;
+    int first, count, steps;
+    const char* path = bench_mpi_start(argc, argv, "mpirun -np P engram bench exchange CONFIG [key=value ...] [--steps N]",
+                                       &w, &c, &tr, &first, &count, &steps);
     if (c.engram.layers.n == 0) engram_fail("%s: bench exchange needs Engram layers (engram.layers)", path);
     const int T = c.model.seq_len, V = c.model.vocab_size;
-    int first, count;
-    shard_batch_range(c.train.batch_size, w.size, w.rank, &first, &count);
-    Trainer tr;
-    trainer_init(&tr, &c, count, (uint64_t)c.run.seed, &w);
     size_t n = (size_t)count * T + 1;
     int32_t *x = mallocCheck(n * 4), *y = mallocCheck(n * 4), *xn = mallocCheck(n * 4), *yn = mallocCheck(n * 4);
-    fill_batch_(x, y, 0, T, V, first, count);
+    bench_fill_batch(x, y, 0, T, V, first, count);
     double t_step = 0, t_ex = 0, t_ar = 0;
     int64_t bytes = 0;
     for (int s = 0; s <= steps; s++) {   // step 0 warms up
-        fill_batch_(xn, yn, s + 1, T, V, first, count);
+        bench_fill_batch(xn, yn, s + 1, T, V, first, count);
         trainer_step(&tr, x, y, xn);
         if (s > 0) {
             t_step += tr.t_step, t_ex += tr.ex.st.seconds, t_ar += tr.t_allreduce;

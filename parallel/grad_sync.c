@@ -20,12 +20,17 @@ double grad_sync_dense(const Comm* c, const TensorTable* tt, float* grads, size_
     for (int i = 0; i < tt->n; i++) {
         const TensorInfo* t = &tt->t[i];
         if (t->group == OPT_TABLE) continue;   // tables are row-sharded: their gradients go to owners
+        if (t->shard == SHARD_EXPERTS && tt->ep > 1) {   // summed over their replicas (expert_exchange.c)
+            if (len > 0) allreduce_range_(c, grads + start, len);   // closed here on every rank, even
+            len = 0;                                                // one holding no experts
+            continue;
+        }
         if (len > 0 && start + len != t->offset) {   // not contiguous: close the bucket
             allreduce_range_(c, grads + start, len);
             len = 0;
         }
         if (len == 0) start = t->offset;
-        len += (size_t)t->numel;
+        len += (size_t)t->local_numel;
         if (len >= bucket_floats) {
             allreduce_range_(c, grads + start, len);
             len = 0;

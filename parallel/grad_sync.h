@@ -3,7 +3,8 @@
  * tensor table), small double vectors (losses, MoE statistics), and the check that replicated
  * parameters are bit-identical on every rank.
  *
- * Not here: Engram row gradients (engram_exchange.c), expert-parallel groups (later).
+ * Not here: Engram row gradients (engram_exchange.c), expert-sharded gradients under expert
+ * parallelism (expert_exchange.c; this file skips them when the table is sharded).
  */
 #ifndef ENGRAM_GRAD_SYNC_H
 #define ENGRAM_GRAD_SYNC_H

@@ -18,6 +18,7 @@ static const struct {
     {"checkpoint", bench_checkpoint_main, "checkpoint CONFIG [k=v ...] [--dir DIR] [--reps N]   save/load MB/s vs fwrite+fsync/fread (mpirun-able)"},
     {"train", bench_train_main, "train CONFIG [k=v ...] [--steps N] [--warmup N]   single-rank tokens/s, GEMM share"},
     {"exchange", bench_exchange_main, "exchange CONFIG [k=v ...] [--steps N]   under mpirun: step split, exchange vs plain all-to-all"},
+    {"experts", bench_experts_main, "experts CONFIG [k=v ...] [--steps N]   under mpirun: step time and per-rank parameter+optimizer memory at parallel.expert_parallel"},
 };
 
 int cmd_bench(int argc, char** argv) {

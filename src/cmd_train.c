@@ -320,9 +320,10 @@ int cmd_train(int argc, char** argv) {
         snprintf(path, sizeof path, "%s/train.log", dir);
         rf.log = fopen(path, "a");
     }
-    say_(&w, &rf, "engram %s: %s, %d rank%s, %zu dense parameters, %d Engram layer%s, %lld train sequences%s\n",
-         st.step ? "resumes" : "trains", dir, w.size, w.size > 1 ? "s" : "", tr.model.tt.dense_numel, tr.model.hash.n_layers,
-         tr.model.hash.n_layers == 1 ? "" : "s", (long long)train.n_seq, st.step ? "" : "");
+    say_(&w, &rf, "engram %s: %s, %d rank%s, %zu dense parameters%s, %d Engram layer%s, %lld train sequences\n",
+         st.step ? "resumes" : "trains", dir, w.size, w.size > 1 ? "s" : "", tr.model.tt.dense_numel,
+         tr.ep > 1 ? " on rank 0 (routed experts sharded over parallel.expert_parallel ranks)" : "", tr.model.hash.n_layers,
+         tr.model.hash.n_layers == 1 ? "" : "s", (long long)train.n_seq);
     if (st.step) say_(&w, &rf, "resumed from %s at step %lld\n", file, (long long)st.step);
 
     // the loop
@@ -347,18 +348,19 @@ int cmd_train(int argc, char** argv) {
         bad_run = tr.skipped ? bad_run + 1 : 0;
         st.bad_steps = tr.bad_steps;
         // figures over all ranks: wire bytes summed, seconds at the slowest rank
-        double fig[6] = {(double)tr.ex.st.bytes_sent, (double)tr.ex.st.unique, (double)tr.ex.st.lookups,
-                         tr.t_step, tr.t_exchange, tr.t_allreduce};
-        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, fig, 3, MPI_DOUBLE, MPI_SUM, w.comm));
-        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, fig + 3, 3, MPI_DOUBLE, MPI_MAX, w.comm));
-        double tok_s = (double)B * T / fig[3];
+        double fig[8] = {(double)tr.ex.st.bytes_sent, (double)tr.ex.st.unique, (double)tr.ex.st.lookups,
+                         tr.ep > 1 ? (double)tr.xx.st.bytes_sent : 0.0, tr.t_step, tr.t_exchange, tr.t_allreduce, tr.t_experts};
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, fig, 4, MPI_DOUBLE, MPI_SUM, w.comm));
+        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, fig + 4, 4, MPI_DOUBLE, MPI_MAX, w.comm));
+        double tok_s = (double)B * T / fig[4];
         if (rf.metrics) {
             fprintf(rf.metrics,
                     "{\"step\":%lld,\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,\"skipped\":%d,"
                     "\"tokens\":%lld,\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"exchange_s\":%.5f,\"allreduce_s\":%.5f,"
-                    "\"lookups\":%.0f,\"unique_keys\":%.0f,\"wire_bytes\":%.0f,\"dropped\":%ld}\n",
+                    "\"lookups\":%.0f,\"unique_keys\":%.0f,\"wire_bytes\":%.0f,\"dropped\":%ld,\"dispatched\":%ld,"
+                    "\"expert_wire_bytes\":%.0f,\"experts_s\":%.5f}\n",
                     (long long)s, loss, tr.ce, tr.aux, tr.lr, tr.grad_norm, tr.skipped, (long long)st.tokens_seen, tok_s,
-                    fig[3], fig[4], fig[5], fig[2], fig[1], fig[0], tr.dropped);
+                    fig[4], fig[5], fig[6], fig[2], fig[1], fig[0], tr.dropped, tr.dispatched, fig[3], fig[7]);
             fflush(rf.metrics);
         }
         if (s % c.train.log_every == 0 || s == steps || s == step0 + 1) {
@@ -367,7 +369,7 @@ int cmd_train(int argc, char** argv) {
             eta_(eta, sizeof eta, per * (double)(steps - s));
             say_(&w, &rf, "step %lld/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | ETA %s | exchange %.1f%%%s\n",
                  (long long)s, steps, loss, tr.lr, tr.grad_norm, (double)B * T * (double)(s - step0) / (now - t_loop), eta,
-                 100.0 * fig[4] / fig[3], tr.skipped ? " | SKIPPED (non-finite)" : "");
+                 100.0 * fig[5] / fig[4], tr.skipped ? " | SKIPPED (non-finite)" : "");
             t_log = now;
         }
         if (bad_run >= c.train.max_bad_steps) {
@@ -465,6 +467,9 @@ int cmd_eval(int argc, char** argv) {
     int first, count;
     shard_batch_range(B, w.size, w.rank, &first, &count);
     if (count == 0) fail_(&w, "train.batch_size %d is below the %d ranks; use fewer ranks", B, w.size);
+    // the experts' sharding is a run setting, not part of the weights (checkpoints hold them whole):
+    // evaluate at any P, sharded as the run was where that divides P, else replicated
+    if (w.size % c.parallel.expert_parallel != 0) c.parallel.expert_parallel = 1;
     Trainer tr;
     trainer_init(&tr, &c, count, (uint64_t)c.run.seed, &w);
     if (vocab.has_comp) tr.lookup = vocab.comp.lookup;

@@ -41,9 +41,10 @@ static void hash_init_(Model* m, const Config* c) {
 static void acts_alloc_(Model* m, const Config* c) {
     const size_t BT = (size_t)m->B * m->T, D = m->D, G = m->G;
     m->acts = callocCheck(m->L, sizeof(BlockActs));
-    for (int l = 0; l < m->L; l++) {
+    for (int l = 0, slot = 0; l < m->L; l++) {
         BlockActs* a = &m->acts[l];
         const BlockPtrs* p = &m->P.blocks[l];
+        if (p->is_moe) a->ep.slot = slot++;
         if (p->engram >= 0) {
             a->h_in = fbuf_(BT * G * D);
             a->eng_acts = fbuf_(engram_acts_floats(&m->edims));
@@ -76,7 +77,9 @@ static void acts_alloc_(Model* m, const Config* c) {
     m->s_eng = fbuf_(BT * G * D);
 }
 
-void model_init(Model* m, const Config* c, int B) {
+void model_init(Model* m, const Config* c, int B) { model_init_ep(m, c, B, 1, 0); }
+
+void model_init_ep(Model* m, const Config* c, int B, int ep, int ep_rank) {
     memset(m, 0, sizeof *m);
     m->cfg = c;
     m->B = B, m->T = c->model.seq_len, m->D = c->model.d_model, m->G = c->model.hc_mult;
@@ -84,6 +87,7 @@ void model_init(Model* m, const Config* c, int B) {
     m->Ein = (c->engram.max_ngram - 1) * c->engram.heads_per_ngram * c->engram.head_dim;
     hash_init_(m, c);
     tensors_build(&m->tt, c, m->hash.rows);
+    if (ep > 1) tensors_shard_experts(&m->tt, ep, ep_rank);
     m->params = fbuf_(m->tt.dense_numel);
     m->grads = fbuf_(m->tt.dense_numel);
     m->m = fbuf_(m->tt.dense_numel);
@@ -106,12 +110,13 @@ void model_init_params(Model* m, uint64_t seed) {
         if (t->group == OPT_TABLE) continue;
         float* p = m->params + t->offset;
         uint64_t stream = rng_stream(t->name);
-        for (int64_t j = 0; j < t->numel; j++) {
+        for (int64_t i = 0; i < t->local_numel; i++) {   // j: the element's logical index
+            int64_t j = t->local_first + i;
             switch (t->init) {
-            case INIT_NORMAL: p[j] = (float)(std * rng_normal(seed, stream, (uint64_t)j)); break;
-            case INIT_NORMAL_RESID: p[j] = (float)(resid * rng_normal(seed, stream, (uint64_t)j)); break;
-            case INIT_ONES: p[j] = 1.0f; break;
-            default: p[j] = 0.0f; break;
+            case INIT_NORMAL: p[i] = (float)(std * rng_normal(seed, stream, (uint64_t)j)); break;
+            case INIT_NORMAL_RESID: p[i] = (float)(resid * rng_normal(seed, stream, (uint64_t)j)); break;
+            case INIT_ONES: p[i] = 1.0f; break;
+            default: p[i] = 0.0f; break;
             }
         }
     }
@@ -123,6 +128,7 @@ static void block_acts_free_(BlockActs* a) {
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(a->moe_counts);
     free(a->moe_psum);
+    moe_ep_free(&a->ep);
 }
 
 void model_free(Model* m) {
@@ -178,9 +184,11 @@ static void ffn_block_forward_(Model* m, const BlockPtrs* p, BlockActs* a) {
     mean_branches_(a->xf, m->h, BT, m->G, D);
     rmsnorm_forward(a->f, a->rf, a->xf, p->ffn_norm, BT, D, (float)m->cfg->model.norm_eps);
     if (p->is_moe) {
-        MoeStats st = {a->moe_counts, a->moe_psum, 0};
-        moe_forward(&m->mdims, &p->moe, a->f, m->s_d1, a->moe_acts, &st);
+        MoeStats st = {a->moe_counts, a->moe_psum, 0, 0};
+        a->ep.route = m->route;
+        moe_forward(&m->mdims, &p->moe, a->f, m->s_d1, a->moe_acts, &st, m->route ? &a->ep : NULL);
         a->moe_dropped = st.dropped;
+        a->moe_kept = st.kept;
     } else {
         linear_forward(a->h1, a->f, p->w1, NULL, BT, D, F);             // [BT,D] -> [BT,F]
         linear_forward(a->h3, a->f, p->w3, NULL, BT, D, F);
@@ -277,7 +285,7 @@ static void ffn_block_backward_(Model* m, int l, double n_tok_glob) {
     if (p->is_moe) {
         MoeWeights g = dp->moe;
         moe_backward(&m->mdims, &p->moe, a->f, a->moe_acts, dout, m->cfg->moe.aux_loss_coef, a->moe_counts,
-                     n_tok_glob, df, &g);
+                     n_tok_glob, df, &g, m->route ? &a->ep : NULL);
     } else {
         // out = g·w2ᵀ with g = SiLU(h1)⊙h3, h1 = f·w1ᵀ, h3 = f·w3ᵀ
         float *dg = m->s_f1, *dh1 = m->s_f2, *dh3 = m->s_f3;

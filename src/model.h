@@ -28,7 +28,8 @@ typedef struct {
     float *h1, *h3, *g;   // dense FFN [BT,F]
     float* moe_acts;      // [moe_acts_floats]
     double *moe_counts, *moe_psum;   // [E]: this rank's, or global once the caller summed them
-    long moe_dropped;
+    long moe_dropped, moe_kept;      // this rank's assignments dropped by capacity / dispatched
+    MoeEp ep;                        // expert parallelism: the hook and the owner side's activations
 } BlockActs;
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
     NgramHash hash;                   // Engram hashing (n_layers = 0 without Engram)
     EngramDims edims;
     MoeDims mdims;
+    const MoeRoute* route;             // expert parallelism (set by the caller); NULL: all experts here
     // activations [B,T] planned once
     float* h;                          // [B,T,G,D] residual stream
     BlockActs* acts;                   // [L]
@@ -58,6 +60,9 @@ typedef struct {
 
 /* B = this rank's sequences per step; builds the tensor table, hashing and buffers. */
 void model_init(Model* m, const Config* c, int B);
+/* The same, holding only the routed experts of position ep_rank in an expert-parallel group of ep
+ * ranks (tensors_shard_experts); model_init is ep = 1. */
+void model_init_ep(Model* m, const Config* c, int B, int ep, int ep_rank);
 void model_free(Model* m);
 /* Initialise parameters (ARCHITECTURE.md §3.1 Init); Engram tables are the caller's. */
 void model_init_params(Model* m, uint64_t seed);

@@ -12,7 +12,11 @@
  * is one GEMM over all tokens. Results are combined per token in a fixed order (shared experts, then
  * the k choices in descending probability), so nothing depends on the number of threads.
  *
- * Not here: expert parallelism (parallel/), the block's RMSNorm and residual, the all-reduce of the
+ * Under expert parallelism the packed rows go to the ranks holding their experts through the
+ * MoeRoute hook (moe.h) and come back in the same packed order, so everything around the experts
+ * (plan, combine, routing gradients) is the same code either way.
+ *
+ * Not here: the MPI exchange (parallel/expert_exchange.c), the block's RMSNorm and residual, the all-reduce of the
  * load-balance statistics (the caller sums MoeStats over ranks and hands the global figures back).
  *
  * Letters: N tokens of this call, D model width, E routed experts, S shared experts, k experts per
@@ -187,6 +191,7 @@ static void stats_fill_(const MoeDims* d, const float* probs, const MoePlan* pl,
         for (int i = 0; i < d->E; i++) st->psum[i] += probs[(size_t)n * d->E + i];
     for (size_t a = 0; a < (size_t)d->N * d->k; a++) st->counts[pl->top[a]] += 1.0;
     st->dropped = pl->dropped;
+    st->kept = pl->R;
 }
 
 /* out [N,D] = Σ_s Shared_s(f); the shared pre-activations go to acts. */
@@ -224,8 +229,34 @@ static void combine_(const MoeDims* d, const float* probs, const MoePlan* pl, co
     }
 }
 
+/* Experts [0, n_exp) of w (local indices) over rows X [off[n_exp], D] grouped by expert (off
+ * [n_exp+1]): h1, h3 [.,Fe] saved, y [.,D] written; g [.,Fe] scratch. */
+static void experts_forward_(const MoeDims* d, const MoeWeights* w, int n_exp, const long* off, const float* X,
+                             float* h1, float* h3, float* g, float* y) {
+    size_t D = (size_t)d->D, Fe = (size_t)d->Fe;
+    for (int e = 0; e < n_exp; e++) {
+        size_t r0 = (size_t)off[e], ow = (size_t)e * Fe * D;
+        expert_forward_((int)(off[e + 1] - off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow, w->w3 + ow, w->w2 + ow,
+                        h1 + r0 * Fe, h3 + r0 * Fe, g + r0 * Fe, 0.0f, y + r0 * D);
+    }
+}
+
+/* Owner-side activations for rows received: room for R rows. */
+static void ep_reserve_(MoeEp* ep, size_t R, size_t Fe) {
+    if (R <= ep->cap && ep->h1) return;
+    ep->cap = R > 2 * ep->cap ? R : 2 * ep->cap;
+    free(ep->h1), free(ep->h3);
+    ep->h1 = mallocCheck((ep->cap + 1) * Fe * sizeof(float));
+    ep->h3 = mallocCheck((ep->cap + 1) * Fe * sizeof(float));
+}
+
+void moe_ep_free(MoeEp* ep) {
+    free(ep->h1), free(ep->h3), free(ep->roff);
+    ep->h1 = ep->h3 = NULL, ep->roff = NULL, ep->cap = 0;
+}
+
 void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* out, float* acts,
-                 MoeStats* stats) {
+                 MoeStats* stats, MoeEp* ep) {
     MoeActsLayout L = acts_layout_(d);
     size_t D = (size_t)d->D, Fe = (size_t)d->Fe;
     float* probs = acts + L.probs;
@@ -238,19 +269,28 @@ void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* o
     // 3. shared experts: [N,D] -> out [N,D]
     shared_forward_(d, w, f, acts + L.sh1, acts + L.sh3, out);
     // 4. routed experts, each over its packed rows: X_e [n_e,D] -> y_e [n_e,D]
-    float* X = mallocCheck((size_t)pl.R * D * sizeof(float));
-    float* g = mallocCheck((size_t)pl.R * Fe * sizeof(float));
+    float* X = mallocCheck(((size_t)pl.R + 1) * D * sizeof(float));
     gather_(f, pl.row_tok, pl.R, d->D, X);
-    for (int e = 0; e < d->E; e++) {
-        size_t r0 = (size_t)pl.off[e], ow = (size_t)e * Fe * D;
-        expert_forward_((int)(pl.off[e + 1] - pl.off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow,
-                        w->w3 + ow, w->w2 + ow, acts + L.h1 + r0 * Fe, acts + L.h3 + r0 * Fe,
-                        g + r0 * Fe, 0.0f, acts + L.y + r0 * D);
+    if (!ep) {
+        float* g = mallocCheck(((size_t)pl.R + 1) * Fe * sizeof(float));
+        experts_forward_(d, w, d->E, pl.off, X, acts + L.h1, acts + L.h3, g, acts + L.y);
+        free(g);
+    } else {   // the rows go to their experts' ranks, which run them and send y back in packed order
+        const MoeRoute* rt = ep->route;
+        ep->roff = reallocCheck(ep->roff, ((size_t)rt->e_count + 1) * sizeof(long));
+        ep->xr = rt->dispatch(rt->ctx, ep->slot, 0, X, pl.off, ep->roff);
+        size_t Rr = (size_t)ep->roff[rt->e_count];
+        ep_reserve_(ep, Rr, Fe);
+        float* g = mallocCheck((Rr + 1) * Fe * sizeof(float));
+        float* yr = mallocCheck((Rr + 1) * D * sizeof(float));
+        experts_forward_(d, w, rt->e_count, ep->roff, ep->xr, ep->h1, ep->h3, g, yr);
+        rt->combine(rt->ctx, ep->slot, yr, acts + L.y);
+        free(g);
+        free(yr);
     }
     // 5. combine: out[n] += Σ_j w_j·y[row_j]
     combine_(d, probs, &pl, acts + L.y, out);
     free(X);
-    free(g);
     plan_free_(&pl);
 }
 
@@ -362,32 +402,52 @@ static void scatter_add_(const MoeDims* d, const MoePlan* pl, const float* dX, f
     }
 }
 
-/* The routed experts: each over its packed rows, then dX scattered back to df. */
+/* Backward of experts [0, n_exp) of w (local indices) over rows X grouped by expert (off [n_exp+1]),
+ * h1/h3 as saved, dy [.,D]: weight gradients accumulated into g, dX [.,D] written. */
+static void experts_backward_(const MoeDims* d, const MoeWeights* w, int n_exp, const long* off, const float* X,
+                              const float* h1, const float* h3, const float* dy, MoeWeights* g, float* dX) {
+    size_t D = (size_t)d->D, Fe = (size_t)d->Fe, R = (size_t)off[n_exp];
+    float* scr = mallocCheck((3 * R + 1) * Fe * sizeof(float));
+    for (int e = 0; e < n_exp; e++) {
+        size_t r0 = (size_t)off[e], ow = (size_t)e * Fe * D;
+        expert_backward_((int)(off[e + 1] - off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow, w->w3 + ow, w->w2 + ow,
+                         h1 + r0 * Fe, h3 + r0 * Fe, dy + r0 * D, g->w1 + ow, g->w3 + ow, g->w2 + ow, 0.0f,
+                         dX + r0 * D, scr + r0 * Fe, scr + (R + r0) * Fe, scr + (2 * R + r0) * Fe);
+    }
+    free(scr);
+}
+
+/* The routed experts: each over its packed rows (here, or on its owner under expert parallelism),
+ * then dX scattered back to df. */
 static void routed_backward_(const MoeDims* d, const MoeWeights* w, const float* f, const float* a_h1,
                              const float* a_h3, const MoePlan* pl, const float* dy, float* df,
-                             MoeWeights* g) {
-    size_t D = (size_t)d->D, Fe = (size_t)d->Fe, R = (size_t)pl->R;
-    float* X = mallocCheck(R * D * sizeof(float));
-    float* dX = mallocCheck(R * D * sizeof(float));
-    float* scr = mallocCheck(3 * R * Fe * sizeof(float));
-    // in the forward X_e was gathered from f: gather it again
-    gather_(f, pl->row_tok, pl->R, d->D, X);
-    for (int e = 0; e < d->E; e++) {
-        size_t r0 = (size_t)pl->off[e], ow = (size_t)e * Fe * D;
-        expert_backward_((int)(pl->off[e + 1] - pl->off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow,
-                         w->w3 + ow, w->w2 + ow, a_h1 + r0 * Fe, a_h3 + r0 * Fe, dy + r0 * D,
-                         g->w1 + ow, g->w3 + ow, g->w2 + ow, 0.0f, dX + r0 * D, scr + r0 * Fe,
-                         scr + (R + r0) * Fe, scr + (2 * R + r0) * Fe);
+                             MoeWeights* g, MoeEp* ep) {
+    size_t D = (size_t)d->D, R = (size_t)pl->R;
+    float* dX = mallocCheck((R + 1) * D * sizeof(float));
+    if (!ep) {
+        // in the forward X_e was gathered from f: gather it again
+        float* X = mallocCheck((R + 1) * D * sizeof(float));
+        gather_(f, pl->row_tok, pl->R, d->D, X);
+        experts_backward_(d, w, d->E, pl->off, X, a_h1, a_h3, dy, g, dX);
+        free(X);
+    } else {   // dy follows the forward's rows to their owners; dX comes back in packed order
+        const MoeRoute* rt = ep->route;
+        long* roff = mallocCheck(((size_t)rt->e_count + 1) * sizeof(long));
+        const float* dyr = rt->dispatch(rt->ctx, ep->slot, 1, dy, pl->off, roff);
+        size_t Rr = (size_t)roff[rt->e_count];
+        float* dxr = mallocCheck((Rr + 1) * D * sizeof(float));
+        experts_backward_(d, w, rt->e_count, ep->roff, ep->xr, ep->h1, ep->h3, dyr, g, dxr);
+        rt->combine(rt->ctx, ep->slot, dxr, dX);
+        free(dxr);
+        free(roff);
     }
     scatter_add_(d, pl, dX, df);
-    free(X);
     free(dX);
-    free(scr);
 }
 
 void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const float* acts,
                   const float* dout, double aux_coef, const double* counts_glob, double n_tok_glob,
-                  float* df, MoeWeights* g) {
+                  float* df, MoeWeights* g, MoeEp* ep) {
     MoeActsLayout L = acts_layout_(d);
     size_t N = (size_t)d->N, D = (size_t)d->D, E = (size_t)d->E;
     const float* probs = acts + L.probs;
@@ -400,11 +460,11 @@ void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const f
     // the weights w_j = p_j/Σ_top p and the aux term lead back to the router logits: dl [N,E]
     double* c_aux = mallocCheck(E * sizeof(double));
     aux_grad_(d, aux_coef, counts_glob, n_tok_glob, c_aux);
-    float* dy = mallocCheck((size_t)pl.R * D * sizeof(float));
+    float* dy = mallocCheck(((size_t)pl.R + 1) * D * sizeof(float));
     float* dl = mallocCheck(N * E * sizeof(float));
     routing_backward_(d, probs, &pl, acts + L.y, dout, c_aux, dy, dl);
     // step 4 in reverse: y_e = Expert_e(X_e) over the gathered rows, so dX_e is scattered back
-    routed_backward_(d, w, f, acts + L.h1, acts + L.h3, &pl, dy, df, g);
+    routed_backward_(d, w, f, acts + L.h1, acts + L.h3, &pl, dy, df, g, ep);
     // step 1 in reverse: the logits were f·routerᵀ, so drouter += dlᵀ·f [E,D], df += dl·router [N,D]
     ops_gemm(1, 0, d->E, d->D, d->N, 1.0f, dl, d->E, f, d->D,
                 1.0f, g->router, d->D);

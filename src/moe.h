@@ -6,7 +6,9 @@
  *
  * The load-balance loss is global over the data-parallel batch: the forward returns this rank's
  * counts and probability sums, the caller sums them over ranks, and the backward takes the global
- * figures. Not here: expert parallelism (parallel/), the block's RMSNorm and residual.
+ * figures. Expert parallelism enters through MoeRoute, a hook that moves packed rows to the ranks
+ * holding their experts and back (implemented over MPI in parallel/expert_exchange.c, so this file
+ * stays free of MPI). Not here: the block's RMSNorm and residual.
  */
 #ifndef ENGRAM_MOE_H
 #define ENGRAM_MOE_H
@@ -21,12 +23,13 @@ typedef struct {
     double capacity_factor;  // 0 = no limit
 } MoeDims;
 
-/* Weights (and, with the same layout, their gradients). Shapes as docs/model.md. */
+/* Weights (and, with the same layout, their gradients). Shapes as docs/model.md; under expert
+ * parallelism the routed experts hold only this rank's E_loc experts (MoeRoute.e_first ...). */
 typedef struct {
     float* router;      // [E, D]
-    float* w1;          // [E, Fe, D]
-    float* w3;          // [E, Fe, D]
-    float* w2;          // [E, D, Fe]
+    float* w1;          // [E_loc, Fe, D]
+    float* w3;          // [E_loc, Fe, D]
+    float* w2;          // [E_loc, D, Fe]
     float* shared_w1;   // [S, Fe, D]  (NULL when S = 0)
     float* shared_w3;   // [S, Fe, D]
     float* shared_w2;   // [S, D, Fe]
@@ -36,7 +39,36 @@ typedef struct {
     double* counts;   // [E] assignments to each expert on this rank, before capacity drops
     double* psum;     // [E] Σ over this rank's tokens of the router probability p_i
     long dropped;     // assignments dropped by capacity on this rank
+    long kept;        // assignments dispatched to experts on this rank (N·k − dropped)
 } MoeStats;
+
+/* Expert parallelism as the layer sees it. Rows X [R,D] packed by expert (off [E+1]: expert e's
+ * rows are X[off[e], off[e+1])) leave for the ranks holding their experts; this rank receives the
+ * rows of its experts [e_first, e_first + e_count) grouped by its local expert (roff [e_count+1]),
+ * inside an expert by source rank, then the sender's order — a fixed order, so results do not
+ * depend on timing. combine sends rows computed in that received order back to their senders, who
+ * get them in their packed order. slot names the MoE layer (the hook keeps its counts from the
+ * forward for the backward, which moves rows along the same split). */
+typedef struct {
+    void* ctx;
+    int e_first, e_count;
+    /* Rows back in the received order: valid until the next dispatch of the same slot and direction
+     * (forward and backward rows live apart, so a forward's rows survive the backward's dispatch). */
+    float* (*dispatch)(void* ctx, int slot, int backward, const float* X, const long* off, long* roff);
+    void (*combine)(void* ctx, int slot, const float* Yr, float* Y);
+} MoeRoute;
+
+/* Per MoE layer under expert parallelism: the hook, and what the owner side saves for the backward
+ * (sized by the rows received, which vary step to step, so grown on demand). */
+typedef struct {
+    const MoeRoute* route;
+    int slot;
+    const float* xr;    // [Rr,D] the rows received in the forward (the hook's buffer)
+    long* roff;         // [e_count+1]
+    float *h1, *h3;     // [Rr,Fe] X_r·w1ᵀ, X_r·w3ᵀ of the received rows
+    size_t cap;         // rows h1/h3 have room for
+} MoeEp;
+void moe_ep_free(MoeEp* ep);
 
 /* Floats of activation memory the forward saves (sized for the worst case, all tokens kept):
  *   N·E + N·k·(2·Fe + D) + 2·S·N·Fe
@@ -47,9 +79,9 @@ typedef struct {
 size_t moe_acts_floats(const MoeDims* d);
 
 /* f [N,D] normalised input → out [N,D]; acts saved for the backward; stats filled (this rank;
- * overwritten, not accumulated), or not when stats is NULL. */
+ * overwritten, not accumulated), or not when stats is NULL. ep NULL: every expert is local. */
 void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* out, float* acts,
-                 MoeStats* stats);
+                 MoeStats* stats, MoeEp* ep);
 
 /* Aux loss E·Σ_i (counts_i/(n_tok·k))·(psum_i/n_tok) from global counts/psum and global n_tok. */
 double moe_aux_loss(const MoeDims* d, const double* counts, const double* psum, double n_tok);
@@ -58,6 +90,6 @@ double moe_aux_loss(const MoeDims* d, const double* counts, const double* psum, 
  * the load-balance loss; counts_glob [E] and n_tok_glob are the global figures (f_i is constant). */
 void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const float* acts,
                   const float* dout, double aux_coef, const double* counts_glob, double n_tok_glob,
-                  float* df, MoeWeights* g);
+                  float* df, MoeWeights* g, MoeEp* ep);
 
 #endif

@@ -84,7 +84,7 @@ void optim_adamw(const TensorTable* tt, float* params, const float* grads, float
         if (ti->group == OPT_TABLE) continue;
         double wd = ti->group == OPT_DECAY ? c->train.weight_decay : 0.0;
         size_t o = ti->offset;
-        adam_update_(params + o, grads + o, m + o, v + o, (size_t)ti->numel, lr, wd, c->train.beta1,
+        adam_update_(params + o, grads + o, m + o, v + o, (size_t)ti->local_numel, lr, wd, c->train.beta1,
                      c->train.beta2, c->train.adam_eps, t, grad_scale);
     }
 }

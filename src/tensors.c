@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "shard.h"
 
 static int in_list_(const IntList* l, int v) {
     for (int i = 0; i < l->n; i++)
@@ -34,6 +35,8 @@ static void add_(TensorTable* tt, int* cap, int block, int engram, ShardKind sha
         t->shape[i] = shape[i];
         t->numel *= shape[i];
     }
+    t->local_numel = t->numel;
+    t->rows_local = ndim ? shape[0] : 1;
     t->shard = shard;
     t->group = group;
     t->init = init;
@@ -51,6 +54,7 @@ static void add_(TensorTable* tt, int* cap, int block, int engram, ShardKind sha
 
 void tensors_build(TensorTable* tt, const Config* c, const int64_t* table_rows) {
     memset(tt, 0, sizeof *tt);
+    tt->ep = 1;
     int cap = 64;
     tt->t = mallocCheck((size_t)cap * sizeof(TensorInfo));
     const int64_t V = c->model.vocab_size, D = c->model.d_model, F = c->model.d_ff, G = c->model.hc_mult;
@@ -94,6 +98,23 @@ void tensors_build(TensorTable* tt, const Config* c, const int64_t* table_rows) 
             T_(l, e, R, OPT_DECAY, INIT_ZEROS, SHAPE(G * D, K), 2, "blocks.%d.engram.conv", l);
             T_(l, e, SHARD_ROWS, OPT_TABLE, INIT_TABLE, SHAPE(table_rows[e], Dh), 2, "blocks.%d.engram.table", l);
         }
+    }
+}
+
+void tensors_shard_experts(TensorTable* tt, int ep, int ep_rank) {
+    tt->ep = ep, tt->ep_rank = ep_rank;
+    tt->dense_numel = 0;
+    for (int i = 0; i < tt->n; i++) {
+        TensorInfo* t = &tt->t[i];
+        if (t->group == OPT_TABLE) continue;
+        if (t->shard == SHARD_EXPERTS) {
+            int64_t per = t->numel / t->shape[0];   // one expert's elements
+            shard_row_range(t->shape[0], ep, ep_rank, &t->rows_first, &t->rows_local);
+            t->local_first = t->rows_first * per;
+            t->local_numel = t->rows_local * per;
+        }
+        t->offset = tt->dense_numel;
+        tt->dense_numel += (size_t)t->local_numel;
     }
 }
 

@@ -29,6 +29,10 @@ typedef struct {
     int ndim;
     int64_t shape[4];     // logical (global) shape
     int64_t numel;        // logical element count
+    int64_t local_numel;  // elements this rank holds in the flat buffers (numel unless expert-sharded)
+    int64_t local_first;  // index of its first element in the logical tensor
+    int64_t rows_first;   // expert-sharded: first expert held ([E, ...] rows); else 0
+    int64_t rows_local;   // expert-sharded: experts held; else shape[0]
     ShardKind shard;
     OptGroup group;
     InitKind init;
@@ -40,11 +44,17 @@ typedef struct {
 typedef struct {
     int n;
     TensorInfo* t;        // [n] in docs/model.md order
-    size_t dense_numel;   // floats in each dense flat buffer
+    size_t dense_numel;   // floats in each dense flat buffer (this rank's share of expert tensors)
+    int ep, ep_rank;      // expert-parallel group size and this rank's position in its group
 } TensorTable;
 
-/* table_rows [n_engram_layers]: rows of each Engram layer's flat table (from NgramHash). */
+/* table_rows [n_engram_layers]: rows of each Engram layer's flat table (from NgramHash). Every
+ * tensor is held whole (ep = 1): the logical layout that tools and single-process runs use. */
 void tensors_build(TensorTable* tt, const Config* c, const int64_t* table_rows);
+/* Expert parallelism: the routed experts [E, ...] are split into ep blocks of ceil(E/ep) experts
+ * (shard.h's row split; the last positions may hold fewer, or none) and this rank, at position
+ * ep_rank of its group, holds only its block; the dense offsets are laid out again accordingly. */
+void tensors_shard_experts(TensorTable* tt, int ep, int ep_rank);
 void tensors_free(TensorTable* tt);
 const TensorInfo* tensors_find(const TensorTable* tt, const char* name);
 

@@ -15,7 +15,18 @@
 void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm) {
     memset(tr, 0, sizeof *tr);
     tr->comm = comm;
-    model_init(&tr->model, c, B);
+    tr->ep = c->parallel.expert_parallel;
+    if (c->moe.layers.n == 0) tr->ep = 1;   // nothing to shard
+    if (tr->ep > 1 && !comm)
+        engram_die("run under mpirun with a multiple of parallel.expert_parallel ranks, or set parallel.expert_parallel=1",
+                   "parallel.expert_parallel = %d needs MPI ranks", tr->ep);
+    if (tr->ep > 1) {
+        expert_exchange_init(&tr->xx, comm, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
+        model_init_ep(&tr->model, c, B, tr->ep, tr->xx.pos);
+        tr->model.route = &tr->xx.route;
+    } else {
+        model_init(&tr->model, c, B);
+    }
     model_init_params(&tr->model, seed);
     const Model* m = &tr->model;
     tr->n_tok_glob = (double)B * m->T;
@@ -52,6 +63,7 @@ void trainer_free(Trainer* tr) {
     free(tr->de_ptr);
     free(tr->uniq);
     model_free(&tr->model);
+    if (tr->ep > 1) expert_exchange_free(&tr->xx);
 }
 
 /* Compress x [B,T] to V' (negative ids pass through, spec/ENGRAM.md §2.3; identity without a
@@ -112,7 +124,7 @@ static double reduce_forward_stats_(Trainer* tr, double ce_sum) {
     const int E = m->mdims.E;
     int n_moe = 0;
     for (int l = 0; l < m->L; l++) n_moe += m->P.blocks[l].is_moe;
-    size_t n = (size_t)n_moe * (2 * E + 1) + 1;
+    size_t n = (size_t)n_moe * (2 * E + 2) + 1;
     double* buf = mallocCheck(n * sizeof(double));
     size_t k = 0;
     for (int l = 0; l < m->L; l++) {
@@ -120,16 +132,18 @@ static double reduce_forward_stats_(Trainer* tr, double ce_sum) {
         memcpy(buf + k, m->acts[l].moe_counts, E * sizeof(double)), k += E;
         memcpy(buf + k, m->acts[l].moe_psum, E * sizeof(double)), k += E;
         buf[k++] = (double)m->acts[l].moe_dropped;
+        buf[k++] = (double)m->acts[l].moe_kept;
     }
     buf[k++] = ce_sum;
     if (tr->comm) grad_sync_sum_f64(tr->comm, buf, (int)n);
     k = 0;
-    tr->dropped = 0;
+    tr->dropped = tr->dispatched = 0;
     for (int l = 0; l < m->L; l++) {
         if (!m->P.blocks[l].is_moe) continue;
         memcpy(m->acts[l].moe_counts, buf + k, E * sizeof(double)), k += E;
         memcpy(m->acts[l].moe_psum, buf + k, E * sizeof(double)), k += E;
         tr->dropped += (long)buf[k++];
+        tr->dispatched += (long)buf[k++];
     }
     ce_sum = buf[k];
     free(buf);
@@ -166,6 +180,18 @@ static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads,
     return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);
 }
 
+/* Σ g² over the dense gradients. Under expert parallelism each rank holds its experts' part: the
+ * replicated tensors are counted here, the experts once over the group. */
+static double dense_sumsq_(Trainer* tr) {
+    const TensorTable* tt = &tr->model.tt;
+    if (tr->ep == 1) return optim_sumsq(tr->model.grads, tt->dense_numel);
+    double ss = 0.0;
+    for (int i = 0; i < tt->n; i++)
+        if (tt->t[i].group != OPT_TABLE && tt->t[i].shard != SHARD_EXPERTS)
+            ss += optim_sumsq(tr->model.grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
+    return ss + expert_sumsq(&tr->xx, tt, tr->model.grads);
+}
+
 /* Test hook for the non-finite path: with ENGRAM_TEST_NONFINITE_FROM=N every step from the N-th
  * (1-based) gets a NaN gradient, so tests reach the skip-and-stop logic without a real blow-up. */
 static int nonfinite_injected_(const Trainer* tr) {
@@ -181,6 +207,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     Model* m = &tr->model;
     const Config* c = m->cfg;
     double t0 = engram_now();
+    if (tr->ep > 1) expert_exchange_reset(&tr->xx);
     gather_rows_(tr, x);
     if (x_next) prefetch_(tr, x_next);
     m->head_grad = 1;   // the head's gradients come with its forward (model.h)
@@ -191,8 +218,9 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     if (nonfinite_injected_(tr)) m->grads[0] = NAN;
     progress_(tr);
     tr->t_allreduce = tr->comm ? grad_sync_dense(tr->comm, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
+    if (tr->ep > 1) tr->t_allreduce += expert_grad_sync(&tr->xx, &m->tt, m->grads);
     progress_(tr);
-    double ss_dense = optim_sumsq(m->grads, m->tt.dense_numel), ss_rows = 0;
+    double ss_dense = dense_sumsq_(tr), ss_rows = 0;
     const int64_t* keys = NULL;
     const float* grads = NULL;
     int64_t n_keys = 0;
@@ -201,6 +229,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     if (tr->comm) grad_sync_sum_f64(tr->comm, &ss_rows, 1);   // each owner holds part of the rows
     tr->grad_norm = sqrt(ss_dense + ss_rows);
     tr->t_exchange = has_rows && tr->comm ? tr->ex.st.seconds : 0.0;
+    tr->t_experts = tr->ep > 1 ? tr->xx.st.seconds : 0.0;
     tr->skipped = !isfinite(loss) || !isfinite(tr->grad_norm);   // identical on every rank
     if (tr->skipped) {   // a skipped step does not advance Adam's count
         tr->bad_steps++;

@@ -5,7 +5,9 @@
  * parallel hooks of later issues) `engram train`.
  *
  * With a Comm (P ranks, data-parallel) the rows come through the all-to-all exchange, dense
- * gradients and MoE statistics are summed over ranks, and each owner updates its rows; without one
+ * gradients and MoE statistics are summed over ranks, and each owner updates its rows; with
+ * parallel.expert_parallel > 1 the routed experts are sharded and their rows move through the
+ * expert exchange (parallel/expert_exchange.h); without one
  * (NULL) the same step runs on one process with a local gather. This file is where src/ meets
  * parallel/ (ARCHITECTURE.md §1).
  */
@@ -17,11 +19,14 @@
 #include "comm.h"
 #include "engram_exchange.h"
 #include "engram_rows.h"
+#include "expert_exchange.h"
 #include "model.h"
 
 typedef struct {
     const Comm* comm;        // NULL: one process
     Exchange ex;             // with comm
+    ExpertExchange xx;       // with comm and parallel.expert_parallel > 1 (and MoE layers)
+    int ep;                  // expert-parallel group size in use (1: experts replicated)
     double n_tok_glob;       // tokens per step over all ranks
     Model model;
     const int32_t* lookup;   // [V] original → compressed id (Compression.lookup); NULL = identity
@@ -40,7 +45,9 @@ typedef struct {
     // figures of the last step
     double loss, ce, aux, grad_norm, lr;
     long dropped;            // assignments dropped by capacity, all ranks
+    long dispatched;         // assignments sent to experts (kept), all ranks
     double t_exchange, t_allreduce, t_step;   // seconds of the last step
+    double t_experts;        // seconds of the last step in the expert exchange (this rank)
     int skipped;             // 1 if the last step was skipped for non-finite values
     long bad_steps;          // steps skipped in total
 } Trainer;

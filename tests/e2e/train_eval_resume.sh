@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # engram train / eval end to end, as a user runs them: fortunes tokenized with GPT-2's tokenizer,
-# a small MoE + Engram model trained on 2 ranks; the run directory's files; resume from the latest
+# a small MoE + Engram model trained on 2 ranks (and with its experts sharded, EP=2); the run
+# directory's files; resume from the latest
 # checkpoint equals training straight through (same losses to the digit); eval at 1 and 3 ranks
 # agrees with the run's own validation loss; bad input refused with one line and exit 2;
 # non-finite steps stop the run (exit 3) with the last good checkpoint intact; SIGTERM writes a
@@ -45,6 +46,25 @@ want=$(grep '"val_loss"' "$run/metrics.jsonl" | tail -1 | sed 's/.*"val_loss":\(
 for P in 1 3; do
   got=$("$mpirun" -np $P "$engram" eval "$run/checkpoints" --json | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
   python3 -c "import sys; a,b=float('$got'),float('$want'); sys.exit(abs(a-b) > 1e-5*abs(b))" || fail "eval at P=$P: $got, run said $want"
+done
+
+# expert parallelism from the command line: 2 ranks, experts sharded (EP=2): the same losses as the
+# replicated run (1e-5), the same dispatched assignments, expert wire bytes only at EP=2; its
+# checkpoint (experts whole) evaluates at 1 and 2 ranks to the run's own validation loss
+"$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=ep parallel.expert_parallel=2 > "$tmp/out_ep" 2>&1 ||
+  { tail -5 "$tmp/out_ep"; fail "EP=2 run exited $?"; }
+python3 - "$run/metrics.jsonl" "$tmp/runs/ep/metrics.jsonl" <<'PY' || fail "EP=2 metrics differ from EP=1 or lack the expert figures"
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if '"loss"' in l] for p in sys.argv[1:3])
+assert len(a) == len(b) == 6, (len(a), len(b))
+for x, y in zip(a, b):
+    assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x["step"], x["loss"], y["loss"])
+    assert y["dispatched"] == x["dispatched"] > 0 and y["expert_wire_bytes"] > 0 == x["expert_wire_bytes"], (x, y)
+PY
+want=$(grep '"val_loss"' "$tmp/runs/ep/metrics.jsonl" | tail -1 | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
+for P in 1 2; do
+  got=$("$mpirun" -np $P "$engram" eval "$tmp/runs/ep/checkpoints" --json | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
+  python3 -c "import sys; a,b=float('$got'),float('$want'); sys.exit(abs(a-b) > 1e-5*abs(b))" || fail "EP=2 checkpoint eval at P=$P: $got, run said $want"
 done
 
 # bad input: one line, exit 2, nothing overwritten

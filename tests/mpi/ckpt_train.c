@@ -4,10 +4,11 @@
  *       train steps [A, B) of a fixed global batch sequence (counter-based tokens by step and
  *       sequence index, each rank its shard_batch_range slice); with --load the state comes from a
  *       checkpoint (whose step must be A); with --save it is saved after step B. Rank 0 writes
- *       OUT.losses (doubles, one per step) and OUT.state (floats: params, m, v, then every Engram
+ *       OUT.losses (doubles, one per step) and OUT.state (floats: params, m, v at their logical
+ *       layout (experts gathered under expert parallelism), then every Engram
  *       layer's table, m, v and row update counts, gathered in row order). A config with
  *       data.tokenizer trains through its compression, which the checkpoint then records.
- *   ckpt_train compare CONFIG A.state B.state TOL   per part max|Δ| ≤ TOL·max|A| (TOL 0: bit-equal);
+ *   ckpt_train compare CONFIG A.state B.state TOL [k=v ...]   per part max|Δ| ≤ TOL·max|A| (TOL 0: bit-equal);
  *       Adam moments 10·TOL (they amplify summation-order noise), row update counts exact
  *   ckpt_train losses A.losses B.losses TOL          |Δ| ≤ TOL·|A| per step
  *   ckpt_train kill-loop CONFIG DIR [--max-saves N]  the kill test's victim: writes DIR/pid.<rank>,
@@ -57,17 +58,22 @@ static void gather_rows_(const Comm* w, const void* mine, int64_t local, int ele
     free(counts), free(displs);
 }
 
-/* The dump: dense params, m, v; then per Engram layer table, m, v, updates (as floats). */
+/* The dump: dense params, m, v (experts at their logical shape); then per Engram layer table, m,
+ * v, updates (as floats). */
 static void dump_state_(const Trainer* tr, const Comm* w, const char* path) {
     const EngramTables* t = &tr->tables;
     FILE* f = w->rank == 0 ? fopen(path, "wb") : NULL;
     if (w->rank == 0 && !f) engram_fail("cannot write %s", path);
-    size_t nd = tr->model.tt.dense_numel;
-    if (f) {
-        fwrite(tr->model.params, 4, nd, f);
-        fwrite(tr->model.m, 4, nd, f);
-        fwrite(tr->model.v, 4, nd, f);
+    const TensorTable* tt = &tr->model.tt;
+    size_t nd = 0;
+    for (int i = 0; i < tt->n; i++) nd += tt->t[i].group == OPT_TABLE ? 0 : (size_t)tt->t[i].numel;
+    float* logical = f ? mallocCheck((nd + 1) * 4) : NULL;
+    const float* dense[3] = {tr->model.params, tr->model.m, tr->model.v};
+    for (int k = 0; k < 3; k++) {
+        expert_gather_dense(tr->ep > 1 ? &tr->xx : NULL, tt, dense[k], logical);
+        if (f) fwrite(logical, 4, nd, f);
     }
+    free(logical);
     for (int l = 0; l < tr->model.hash.n_layers; l++) {
         size_t rows = (size_t)t->rows[l], Dh = (size_t)t->Dh;
         float* all = mallocCheck(rows * Dh * 4 + 4);
@@ -161,9 +167,9 @@ static float* slurp_(const char* path, size_t* n) {
 }
 
 /* Part by part (params, m, v, then per layer table, m, v, updates): max|Δ| ≤ tol·max|a|. */
-static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol) {
+static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol, int n_over, char** over) {
     Config c;
-    load_config_(&c, cfg_path, 0, NULL);
+    load_config_(&c, cfg_path, n_over, over);
     Model m;
     model_init(&m, &c, 1);
     size_t na, nb;
@@ -328,7 +334,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     const char* mode = argv[1];
-    if (!strcmp(mode, "compare") && argc == 6) return compare_(argv[2], argv[3], argv[4], atof(argv[5]));
+    if (!strcmp(mode, "compare") && argc >= 6) return compare_(argv[2], argv[3], argv[4], atof(argv[5]), argc - 6, argv + 6);
     if (!strcmp(mode, "losses") && argc == 5) return losses_(argv[2], argv[3], atof(argv[4]));
     if (!strcmp(mode, "corrupt") && argc == 4) return corrupt_(argv[2], argv[3]);
     if (!strcmp(mode, "set-version") && argc == 4) return set_version_(argv[2], atol(argv[3]));

@@ -1,15 +1,21 @@
 /*
  * train_dump.c — trains a config for train.steps steps on P ranks (real mpirun) on a fixed global
  * batch sequence, checking on the way that
- *   - parameters stay bit-identical on every rank after every step,
+ *   - parameters stay bit-identical on every rank after every step (under expert parallelism: the
+ *     replicated tensors on every rank, and the whole buffer across the replicas of the same experts),
  *   - the exchange's wire figures equal an independent count: every rank's unique keys are
  *     all-gathered and the remote keys and served keys are recounted from the ownership rule;
  *     wire bytes = counts + 8·remote keys + 2·row bytes·(remote + served) each way;
- * and rank 0 writes the losses, the dense parameters and the gathered Engram tables to OUT.
+ *   - with parallel.expert_parallel > 1, the expert exchange's figures equal a recount made here from
+ *     the saved router probabilities (own top-k and capacity admission, counts all-gathered, owners
+ *     by the block rule): rows out/in, dispatched and dropped assignments and wire bytes
+ *     (counts + 2 passes × D·4 bytes × (rows out + rows in), each way);
+ * and rank 0 writes the losses, the dense parameters (experts gathered at their logical shape) and
+ * the gathered Engram tables to OUT, and prints the assignments dropped over all steps.
  *   usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner]
  *                     [--prefetch] [key=value ...]
  * --prefetch hands each step the next batch, so its hashing and counts/keys exchange overlap.
- *          train_dump --compare CONFIG A B TOL    per-tensor max|Δ| ≤ TOL·max|A|, losses ≤ TOL rel
+ *          train_dump --compare CONFIG A B TOL [key=value ...]   per-tensor max|Δ| ≤ TOL·max|A|, losses ≤ TOL rel
  * TOL 0 asks for bit-identical files.
  */
 #include <math.h>
@@ -80,6 +86,76 @@ static int check_wire_(Trainer* tr, const Comm* w) {
     return idle;
 }
 
+/* 1 when the replicated tensors are bit-identical on every rank and, under expert parallelism, the
+ * whole local buffer across the ranks holding the same experts. */
+static int replicas_equal_(const Trainer* tr, const Comm* w) {
+    const TensorTable* tt = &tr->model.tt;
+    if (tr->ep == 1) return grad_sync_replicas_equal(w, tr->model.params, tt->dense_numel);
+    int ok = 1;
+    for (int i = 0; i < tt->n; i++)
+        if (tt->t[i].group != OPT_TABLE && tt->t[i].shard != SHARD_EXPERTS)
+            ok &= grad_sync_replicas_equal(w, tr->model.params + tt->t[i].offset, (size_t)tt->t[i].local_numel);
+    Comm rc = {.rank = 0, .size = 0, .comm = tr->xx.replica_comm};
+    return ok & grad_sync_replicas_equal(&rc, tr->model.params, tt->dense_numel);
+}
+
+/* top [k] of p [E], descending, ties to the lower index (written again here, not taken from moe.c). */
+static void topk_ref_(const float* p, int E, int k, int* top) {
+    char* used = callocCheck(E, 1);
+    for (int j = 0; j < k; j++) {
+        int b = -1;
+        for (int i = 0; i < E; i++)
+            if (!used[i] && (b < 0 || p[i] > p[b])) b = i;
+        used[b] = 1, top[j] = b;
+    }
+    free(used);
+}
+
+/* Recount the expert exchange's figures of the last step from every MoE layer's saved router
+ * probabilities; returns the assignments dropped over all ranks. */
+static long check_experts_(Trainer* tr, const Comm* w) {
+    const Model* m = &tr->model;
+    const int E = m->mdims.E, k = m->mdims.k, N = m->mdims.N, D = m->D, EP = tr->ep;
+    const int epr = (E + EP - 1) / EP, me = w->rank, pos = me % EP, g0 = me - pos;
+    double cf = m->mdims.capacity_factor;
+    long cap = cf <= 0 ? (long)N * k : (long)ceil(cf * (double)N * k / E);
+    int64_t out = 0, in = 0, dispatched = 0, sent = 0;
+    long dropped = 0;
+    int* kept = callocCheck(E, sizeof(int));
+    int* all = callocCheck((size_t)E * w->size, sizeof(int));
+    int* top = callocCheck(k, sizeof(int));
+    for (int l = 0; l < m->L; l++) {
+        if (!m->P.blocks[l].is_moe) continue;
+        memset(kept, 0, E * sizeof(int));
+        for (int n = 0; n < N; n++) {   // token-major admission against the per-rank capacity
+            topk_ref_(m->acts[l].moe_acts + (size_t)n * E, E, k, top);
+            for (int j = 0; j < k; j++) {
+                if (kept[top[j]] < cap) kept[top[j]]++;
+                else dropped++;
+            }
+        }
+        mpiCheck(MPI_Allgather(kept, E, MPI_INT, all, E, MPI_INT, w->comm));
+        for (int e = 0; e < E; e++) {
+            dispatched += kept[e];
+            if (e / epr != pos) out += kept[e];
+            if (e / epr == pos)
+                for (int s = g0; s < g0 + EP; s++) in += s != me ? all[(size_t)s * E + e] : 0;
+        }
+        sent += (int64_t)(EP - 1) * epr * 4;
+    }
+    sent += 2 * (out + in) * (int64_t)D * 4;
+    const ExpertStats* st = &tr->xx.st;
+    EXPECT(st->remote == out && st->served == in && st->dispatched == dispatched,
+           "rank %d: expert rows out/in/dispatched %lld/%lld/%lld, recount %lld/%lld/%lld", me, (long long)st->remote,
+           (long long)st->served, (long long)st->dispatched, (long long)out, (long long)in, (long long)dispatched);
+    EXPECT(st->bytes_sent == sent && st->bytes_recv == sent, "rank %d: expert wire bytes %lld/%lld, expected %lld each way",
+           me, (long long)st->bytes_sent, (long long)st->bytes_recv, (long long)sent);
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &dropped, 1, MPI_LONG, MPI_SUM, w->comm));
+    EXPECT(tr->dropped == dropped, "rank %d: %ld dropped assignments, recount %ld", me, tr->dropped, dropped);
+    free(kept), free(all), free(top);
+    return dropped;
+}
+
 /* Full table of every Engram layer on rank 0 (blocks arrive in rank order). */
 static float* gather_tables_(Trainer* tr, const Comm* w, size_t* n_out) {
     const EngramTables* t = &tr->tables;
@@ -130,6 +206,7 @@ static int run_(int argc, char** argv) {
     int32_t* y = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
     double* losses = callocCheck(steps, sizeof(double));
     int idle_steps = 0;
+    long dropped = 0;
     int32_t* xn = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
     int32_t* yn = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
     batch_(x, y, 0, T, V, kind, first, count, reverse);
@@ -137,8 +214,10 @@ static int run_(int argc, char** argv) {
         int more = prefetch && s + 1 < steps;   // with --prefetch the next batch is announced
         if (more) batch_(xn, yn, s + 1, T, V, kind, first, count, reverse);
         losses[s] = trainer_step(&tr, x, y, more ? xn : NULL);
-        EXPECT(grad_sync_replicas_equal(&w, tr.model.params, tr.model.tt.dense_numel), "step %d: parameters differ across ranks", s);
+        EXPECT(replicas_equal_(&tr, &w), "step %d: parameters differ across ranks", s);
         if (tr.model.hash.n_layers) idle_steps += check_wire_(&tr, &w) > 0;
+        if (tr.ep > 1) dropped += check_experts_(&tr, &w);
+        else dropped += tr.dropped;
         if (more) {
             int32_t* t = x; x = xn; xn = t;
             t = y; y = yn; yn = t;
@@ -149,21 +228,26 @@ static int run_(int argc, char** argv) {
     free(xn), free(yn);
     EXPECT(!expect_idle || idle_steps == steps, "expected a rank owning no asked row at every step (%d of %d steps)",
            idle_steps, steps);
-    size_t n_tab = 0;
+    size_t n_tab = 0, n_par = 0;
     float* tables = tr.model.hash.n_layers ? gather_tables_(&tr, &w, &n_tab) : NULL;
+    const TensorTable* tt = &tr.model.tt;
+    for (int i = 0; i < tt->n; i++) n_par += tt->t[i].group == OPT_TABLE ? 0 : (size_t)tt->t[i].numel;
+    float* params = w.rank == 0 ? mallocCheck((n_par + 1) * sizeof(float)) : NULL;
+    expert_gather_dense(tr.ep > 1 ? &tr.xx : NULL, tt, tr.model.params, params);
     if (w.rank == 0) {
         FILE* f = fopen(out, "wb");
         if (!f) engram_fail("cannot write %s", out);
         fwrite(losses, sizeof(double), steps, f);
-        fwrite(tr.model.params, sizeof(float), tr.model.tt.dense_numel, f);
+        fwrite(params, sizeof(float), n_par, f);
         if (n_tab) fwrite(tables, sizeof(float), n_tab, f);
         fclose(f);
-        printf("P=%d: %d steps, final loss %.6f, steps with an idle owner %d, %s\n", w.size, steps, losses[steps - 1],
-               idle_steps, fails_ ? "checks FAILED" : "checks passed");
+        printf("P=%d EP=%d: %d steps, final loss %.6f, steps with an idle owner %d, %s\n", w.size, tr.ep, steps,
+               losses[steps - 1], idle_steps, fails_ ? "checks FAILED" : "checks passed");
+        printf("dropped assignments: %ld\n", dropped);
     }
     int total_fails = fails_;
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &total_fails, 1, MPI_INT, MPI_SUM, w.comm));
-    free(tables), free(x), free(y), free(losses), free(over);
+    free(tables), free(params), free(x), free(y), free(losses), free(over);
     trainer_free(&tr);
     config_free(&c);
     comm_free(&w);
@@ -177,10 +261,10 @@ static float* slurp_(const char* path, size_t* n) {
 }
 
 /* Compare two dumps tensor by tensor: the layout is losses, dense params, tables. */
-static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol) {
+static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol, int n_over, char** over) {
     Config c;
     char err[1024];
-    if (config_load(&c, cfg_path, 0, NULL, err, sizeof err)) engram_fail("%s", err);
+    if (config_load(&c, cfg_path, n_over, over, err, sizeof err)) engram_fail("%s", err);
     size_t na, nb;
     char* a = (char*)slurp_(pa, &na);
     char* b = (char*)slurp_(pb, &nb);
@@ -193,7 +277,10 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
         return !same;
     }
     Model m;
-    model_init(&m, &c, 1);   // for the tensor table only
+    model_init(&m, &c, 1);   // for the tensor table only (the logical layout the dumps hold)
+    size_t want = (size_t)c.train.steps * sizeof(double);
+    for (int i = 0; i < m.tt.n; i++) want += (size_t)m.tt.t[i].numel * sizeof(float);
+    if (na != want) { printf("FAIL: %s holds %zu bytes, this config's dump %zu\n", pa, na, want); return 1; }
     const double* la = (const double*)a;
     const double* lb = (const double*)b;
     double worst_loss = 0;
@@ -224,10 +311,10 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
 }
 
 int main(int argc, char** argv) {
-    if (argc >= 6 && !strcmp(argv[1], "--compare")) return compare_(argv[2], argv[3], argv[4], atof(argv[5]));
+    if (argc >= 6 && !strcmp(argv[1], "--compare")) return compare_(argv[2], argv[3], argv[4], atof(argv[5]), argc - 6, argv + 6);
     if (argc < 3) {
         fprintf(stderr, "usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner] [--prefetch] [key=value ...]\n"
-                        "       train_dump --compare CONFIG A B TOL\n");
+                        "       train_dump --compare CONFIG A B TOL [key=value ...]\n");
         return 2;
     }
     return run_(argc, argv);

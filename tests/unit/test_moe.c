@@ -74,7 +74,7 @@ static Case case_new_(int N, int D, int E, int S, int k, int Fe, double cf) {
     c.acts = calloc(moe_acts_floats(&c.d), sizeof(float));
     c.counts = calloc((size_t)E, sizeof(double));
     c.psum = calloc((size_t)E, sizeof(double));
-    c.st = (MoeStats){c.counts, c.psum, 0};
+    c.st = (MoeStats){c.counts, c.psum, 0, 0};
     return c;
 }
 
@@ -92,7 +92,7 @@ static void case_free_(Case* c) {
     free(c->counts), free(c->psum);
 }
 
-static void forward_(Case* c) { moe_forward(&c->d, &c->w, c->f, c->out, c->acts, &c->st); }
+static void forward_(Case* c) { moe_forward(&c->d, &c->w, c->f, c->out, c->acts, &c->st, NULL); }
 
 /* ---- the plain reference: one token at a time, in double --------------------------------------- */
 
@@ -255,7 +255,7 @@ static void check_backward_fd_(double cf, int S, float r_scale, double aux_coef)
     // analytic: forward, then backward with dout = R and this call's statistics as the global ones
     double l0 = loss_(&c, R, aux_coef);
     routing_sig_(&c, sig0);
-    moe_backward(&c.d, &c.w, c.f, c.acts, R, aux_coef, c.counts, c.d.N, c.df, &c.g);
+    moe_backward(&c.d, &c.w, c.f, c.acts, R, aux_coef, c.counts, c.d.N, c.df, &c.g, NULL);
     printf("backward vs FD, cf=%.2f S=%d R·%g aux_coef %g: loss %.6f, aux %.6f, dropped %ld\n", cf, S, r_scale, aux_coef, l0,
            moe_aux_loss(&c.d, c.counts, c.psum, c.d.N), c.st.dropped);
     float* dfa = malloc(nd * sizeof(float));
@@ -358,7 +358,7 @@ static float* run_all_(double cf) {
     float* R = malloc(nd * sizeof(float));
     fill_(R, nd, 1.0f);
     forward_(&c);
-    moe_backward(&c.d, &c.w, c.f, c.acts, R, 0.1, c.counts, c.d.N, c.df, &c.g);
+    moe_backward(&c.d, &c.w, c.f, c.acts, R, 0.1, c.counts, c.d.N, c.df, &c.g, NULL);
     float* all = malloc((2 * nd + nw) * sizeof(float));
     memcpy(all, c.out, nd * sizeof(float));
     memcpy(all + nd, c.df, nd * sizeof(float));

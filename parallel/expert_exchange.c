@@ -1,0 +1,190 @@
+/*
+ * expert_exchange.c — the all-to-all dispatch and combine of expert rows within an expert-parallel
+ * group, and the reductions over expert replicas (expert_exchange.h).
+ *
+ * The sender's rows are packed by expert (expert 0's, then expert 1's, ...) and a group position
+ * holds consecutive experts, so the rows for each peer are already one contiguous range of the
+ * packed buffer: the send side needs no copy. The receiver gets them grouped by source; one
+ * permutation (built with the counts in the forward) regroups them by expert for the GEMMs, and its
+ * inverse puts the results back in source order for the return trip.
+ */
+#include "expert_exchange.h"
+
+#include <string.h>
+
+#include "optim.h"
+#include "shard.h"
+
+static int imin_(int a, int b) { return a < b ? a : b; }
+
+/* Room for R rows received in slot s. */
+static void slot_reserve_(ExpertSlot* s, size_t R, size_t D) {
+    if (R <= s->cap && s->xr) return;
+    s->cap = R > 2 * s->cap ? R : 2 * s->cap;
+    free(s->xr), free(s->gr), free(s->stage), free(s->perm);
+    s->xr = mallocCheck((s->cap + 1) * D * sizeof(float));
+    s->gr = mallocCheck((s->cap + 1) * D * sizeof(float));
+    s->stage = mallocCheck((s->cap + 1) * D * sizeof(float));
+    s->perm = mallocCheck((s->cap + 1) * sizeof(int64_t));
+}
+
+/* The forward's counts: rows for each expert slot of each peer out (from the packed offsets), the
+ * same from each peer in, and the permutation from source order to expert order. */
+static void split_(ExpertExchange* x, ExpertSlot* s, const long* off) {
+    const int EP = x->ep, epr = x->epr, E = x->E;
+    for (int q = 0; q < EP; q++) {
+        int lo = imin_(q * epr, E), hi = imin_((q + 1) * epr, E);
+        for (int j = 0; j < epr; j++) s->sexp[q * epr + j] = lo + j < hi ? (int)(off[lo + j + 1] - off[lo + j]) : 0;
+        s->sdispl[q] = (int)off[lo];
+        s->scount[q] = (int)(off[hi] - off[lo]);
+    }
+    mpiCheck(MPI_Alltoall(s->sexp, epr, MPI_INT, s->rexp, epr, MPI_INT, x->group_comm));
+    s->R = off[E];
+    s->Rr = 0;
+    for (int q = 0; q < EP; q++) {
+        s->rcount[q] = 0;
+        for (int j = 0; j < epr; j++) s->rcount[q] += s->rexp[q * epr + j];
+        if (s->Rr + s->rcount[q] > INT32_MAX) engram_die("use more expert-parallel ranks or smaller batches", "expert rows overflow MPI counts");
+        s->rdispl[q] = (int)s->Rr;
+        s->Rr += s->rcount[q];
+    }
+    slot_reserve_(s, (size_t)s->Rr, (size_t)x->D);
+    // expert-major, then source rank, then the sender's order: row i of the expert-ordered buffer
+    int64_t i = 0;
+    int* seen = callocCheck(EP, sizeof(int));   // rows of source q placed so far (its earlier experts)
+    for (int j = 0; j < epr; j++) {
+        s->roff[j] = (long)i;
+        for (int q = 0; q < EP; q++) {
+            int n = s->rexp[q * epr + j];
+            for (int r = 0; r < n; r++) s->perm[i++] = s->rdispl[q] + seen[q] + r;
+            seen[q] += n;
+        }
+    }
+    s->roff[epr] = (long)i;
+    free(seen);
+    int64_t cbytes = (int64_t)(EP - 1) * epr * (int64_t)sizeof(int);
+    x->st.bytes_sent += cbytes;
+    x->st.bytes_recv += cbytes;
+    x->st.dispatched += s->R;
+    x->st.remote += s->R - s->scount[x->pos];
+    x->st.served += s->Rr - s->rcount[x->pos];
+}
+
+/* Wire bytes of rows: out of this rank n_out rows (self excluded by the caller), in n_in. */
+static void count_rows_(ExpertExchange* x, int64_t n_out, int64_t n_in) {
+    x->st.bytes_sent += n_out * x->D * (int64_t)sizeof(float);
+    x->st.bytes_recv += n_in * x->D * (int64_t)sizeof(float);
+}
+
+static float* dispatch_(void* ctx, int slot, int backward, const float* X, const long* off, long* roff) {
+    ExpertExchange* x = ctx;
+    ExpertSlot* s = &x->slot[slot];
+    double t0 = engram_now();
+    if (!backward) split_(x, s, off);
+    mpiCheck(MPI_Alltoallv(X, s->scount, s->sdispl, x->row_t, s->stage, s->rcount, s->rdispl, x->row_t, x->group_comm));
+    count_rows_(x, s->R - s->scount[x->pos], s->Rr - s->rcount[x->pos]);
+    float* dst = backward ? s->gr : s->xr;
+    const size_t D = (size_t)x->D;
+#pragma omp parallel for schedule(static) if (s->Rr > 4096)
+    for (int64_t i = 0; i < s->Rr; i++) memcpy(dst + (size_t)i * D, s->stage + (size_t)s->perm[i] * D, D * sizeof(float));
+    memcpy(roff, s->roff, ((size_t)x->route.e_count + 1) * sizeof(long));
+    x->st.seconds += engram_now() - t0;
+    return dst;
+}
+
+static void combine_(void* ctx, int slot, const float* Yr, float* Y) {
+    ExpertExchange* x = ctx;
+    ExpertSlot* s = &x->slot[slot];
+    double t0 = engram_now();
+    const size_t D = (size_t)x->D;
+#pragma omp parallel for schedule(static) if (s->Rr > 4096)
+    for (int64_t i = 0; i < s->Rr; i++) memcpy(s->stage + (size_t)s->perm[i] * D, Yr + (size_t)i * D, D * sizeof(float));
+    // the dispatch's split reversed: what came from a peer goes back to it, into its packed order
+    mpiCheck(MPI_Alltoallv(s->stage, s->rcount, s->rdispl, x->row_t, Y, s->scount, s->sdispl, x->row_t, x->group_comm));
+    count_rows_(x, s->Rr - s->rcount[x->pos], s->R - s->scount[x->pos]);
+    x->st.seconds += engram_now() - t0;
+}
+
+void expert_exchange_init(ExpertExchange* x, const Comm* world, int ep, int E, int D, int n_moe_layers) {
+    memset(x, 0, sizeof *x);
+    if (ep < 1 || world->size % ep != 0)
+        engram_die("run on a multiple of parallel.expert_parallel ranks, or change it to divide the world size",
+                   "parallel.expert_parallel = %d does not divide the %d ranks", ep, world->size);
+    x->world = world;
+    x->ep = ep, x->pos = world->rank % ep, x->group = world->rank / ep;
+    x->E = E, x->D = D, x->epr = (int)shard_block_rows(E, ep);
+    mpiCheck(MPI_Comm_split(world->comm, x->group, world->rank, &x->group_comm));
+    mpiCheck(MPI_Comm_split(world->comm, x->pos, world->rank, &x->replica_comm));
+    mpiCheck(MPI_Type_contiguous(D, MPI_FLOAT, &x->row_t));
+    mpiCheck(MPI_Type_commit(&x->row_t));
+    int64_t first, count;
+    shard_row_range(E, ep, x->pos, &first, &count);
+    x->route = (MoeRoute){.ctx = x, .e_first = (int)first, .e_count = (int)count, .dispatch = dispatch_, .combine = combine_};
+    x->n_slots = n_moe_layers;
+    x->slot = callocCheck(n_moe_layers + 1, sizeof(ExpertSlot));
+    for (int l = 0; l < n_moe_layers; l++) {
+        ExpertSlot* s = &x->slot[l];
+        s->scount = callocCheck(ep, sizeof(int)), s->sdispl = callocCheck(ep, sizeof(int));
+        s->rcount = callocCheck(ep, sizeof(int)), s->rdispl = callocCheck(ep, sizeof(int));
+        s->sexp = callocCheck((size_t)ep * x->epr, sizeof(int)), s->rexp = callocCheck((size_t)ep * x->epr, sizeof(int));
+        s->roff = callocCheck((size_t)x->epr + 1, sizeof(long));
+    }
+}
+
+void expert_exchange_free(ExpertExchange* x) {
+    for (int l = 0; l < x->n_slots; l++) {
+        ExpertSlot* s = &x->slot[l];
+        free(s->scount), free(s->sdispl), free(s->rcount), free(s->rdispl), free(s->sexp), free(s->rexp), free(s->roff);
+        free(s->perm), free(s->xr), free(s->gr), free(s->stage);
+    }
+    free(x->slot);
+    MPI_Type_free(&x->row_t);
+    MPI_Comm_free(&x->group_comm);
+    MPI_Comm_free(&x->replica_comm);
+    memset(x, 0, sizeof *x);
+}
+
+void expert_exchange_reset(ExpertExchange* x) { memset(&x->st, 0, sizeof x->st); }
+
+double expert_grad_sync(const ExpertExchange* x, const TensorTable* tt, float* grads) {
+    double t0 = engram_now();
+    if (x->world->size / x->ep > 1)
+        for (int i = 0; i < tt->n; i++) {   // same position, same experts, same local_numel on every replica
+            const TensorInfo* t = &tt->t[i];
+            if (t->shard != SHARD_EXPERTS || t->local_numel == 0) continue;
+            if (t->local_numel > INT32_MAX) engram_die("use more expert-parallel ranks", "%s too large for one all-reduce", t->name);
+            mpiCheck(MPI_Allreduce(MPI_IN_PLACE, grads + t->offset, (int)t->local_numel, MPI_FLOAT, MPI_SUM, x->replica_comm));
+        }
+    return engram_now() - t0;
+}
+
+double expert_sumsq(const ExpertExchange* x, const TensorTable* tt, const float* grads) {
+    double ss = 0.0;
+    for (int i = 0; i < tt->n; i++)
+        if (tt->t[i].shard == SHARD_EXPERTS) ss += optim_sumsq(grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPI_DOUBLE, MPI_SUM, x->group_comm));
+    return ss;
+}
+
+size_t expert_gather_dense(const ExpertExchange* x, const TensorTable* tt, const float* buf, float* out) {
+    int ep = x ? x->ep : 1, me = x ? x->world->rank : 0;
+    int* counts = callocCheck(ep, sizeof(int));
+    int* displs = callocCheck(ep, sizeof(int));
+    size_t off = 0;
+    for (int i = 0; i < tt->n; i++) {
+        const TensorInfo* t = &tt->t[i];
+        if (t->group == OPT_TABLE) continue;
+        if (t->shard != SHARD_EXPERTS || ep == 1) {
+            if (me == 0 && out) memcpy(out + off, buf + t->offset, (size_t)t->numel * sizeof(float));
+        } else if (me < ep) {   // the first group: positions in expert order
+            int n = (int)t->local_numel;
+            mpiCheck(MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, x->group_comm));
+            for (int r = 0, d = 0; r < ep; r++) displs[r] = d, d += counts[r];
+            mpiCheck(MPI_Gatherv(buf + t->offset, n, MPI_FLOAT, out ? out + off : NULL, counts, displs, MPI_FLOAT, 0,
+                                 x->group_comm));
+        }
+        off += (size_t)t->numel;
+    }
+    free(counts), free(displs);
+    return off;
+}
