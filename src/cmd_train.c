@@ -40,9 +40,7 @@ static void fail_(const Comm* w, const char* fmt, ...) {
     if (w->rank == 0) {
         va_list ap;
         va_start(ap, fmt);
-        fputs("engram: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
+        engram_vsay(fmt, ap);
         va_end(ap);
     }
     comm_free((Comm*)w);

@@ -20,14 +20,18 @@ void engram_die_at(const char* file, int line, const char* hint, const char* fmt
     exit(1);
 }
 
-void engram_fail(const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+void engram_vsay(const char* fmt, va_list ap) {
     fputs("engram: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
-    va_end(ap);
     fflush(stderr);
+}
+
+void engram_fail(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    engram_vsay(fmt, ap);
+    va_end(ap);
     exit(ENGRAM_EXIT_USAGE);
 }
 

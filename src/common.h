@@ -11,6 +11,7 @@
 #ifndef ENGRAM_COMMON_H
 #define ENGRAM_COMMON_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +31,9 @@ void engram_die_at(const char* file, int line, const char* hint, const char* fmt
 /* A user-input error: one line naming what is wrong, where, and how to fix it; exit status 2.
  * No source location: the user's file and key are the location that matters. */
 void engram_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* The line engram_fail prints, "engram: MESSAGE\n" on stderr, without exiting (for callers that
+ * must tear down MPI first). */
+void engram_vsay(const char* fmt, va_list ap);
 
 void* engram_malloc_at(size_t n, const char* file, int line);
 void* engram_calloc_at(size_t count, size_t size, const char* file, int line);
