@@ -19,6 +19,11 @@
 void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
               float beta, float* C, int ldc);
 extern double ops_gemm_seconds;
+/* 1 when ops_gemm may be called from inside an OpenMP parallel region and then runs single-threaded
+ * on the calling thread (the OpenMP build of OpenBLAS); 0 with a BLAS that has its own thread pool,
+ * where loops of GEMMs should stay serial and let each GEMM be threaded. A GEMM inside a parallel
+ * region counts its wall time divided by the team's size in ops_gemm_seconds. */
+int ops_gemm_in_parallel(void);
 
 /* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
 void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout);
