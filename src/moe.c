@@ -9,7 +9,9 @@
  * probabilities, so the forward saves only the probabilities and the backward rebuilds the same plan.
  * Each expert's tokens are gathered into one contiguous block (expert 0's rows, then expert 1's, ...;
  * inside an expert in token order) and its three matmuls run as cblas_sgemm calls; each shared expert
- * is one GEMM over all tokens. Results are combined per token in a fixed order (shared experts, then
+ * is one GEMM over all tokens. With the OpenMP OpenBLAS (ops_gemm_in_parallel) the routed experts run
+ * side by side, one thread each with single-threaded GEMMs (a few hundred rows are too few to share
+ * well); otherwise one after another, each GEMM threaded by the BLAS. Results are combined per token in a fixed order (shared experts, then
  * the k choices in descending probability), so nothing depends on the number of threads.
  *
  * Not here: expert parallelism (parallel/), the block's RMSNorm and residual, the all-reduce of the
@@ -241,6 +243,7 @@ void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* o
     float* X = mallocCheck((size_t)pl.R * D * sizeof(float));
     float* g = mallocCheck((size_t)pl.R * Fe * sizeof(float));
     gather_(f, pl.row_tok, pl.R, d->D, X);
+    #pragma omp parallel for schedule(dynamic) if (ops_gemm_in_parallel())   // see the top of the file
     for (int e = 0; e < d->E; e++) {
         size_t r0 = (size_t)pl.off[e], ow = (size_t)e * Fe * D;
         expert_forward_((int)(pl.off[e + 1] - pl.off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow,
@@ -372,6 +375,7 @@ static void routed_backward_(const MoeDims* d, const MoeWeights* w, const float*
     float* scr = mallocCheck(3 * R * Fe * sizeof(float));
     // in the forward X_e was gathered from f: gather it again
     gather_(f, pl->row_tok, pl->R, d->D, X);
+    #pragma omp parallel for schedule(dynamic) if (ops_gemm_in_parallel())
     for (int e = 0; e < d->E; e++) {
         size_t r0 = (size_t)pl->off[e], ow = (size_t)e * Fe * D;
         expert_backward_((int)(pl->off[e + 1] - pl->off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow,
