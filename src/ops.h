@@ -4,8 +4,9 @@
  * softmax cross-entropy. Backward functions ACCUMULATE (+=) into input and weight gradients unless
  * they say otherwise, so branches that share an input simply add up.
  *
- * Results do not depend on the number of OpenMP threads: threads own disjoint outputs, and
- * reductions over tokens run in a fixed order.
+ * The loops here do not depend on the number of OpenMP threads: threads own disjoint outputs, and
+ * reductions over tokens run in a fixed order. GEMMs do (OpenBLAS's bits change with its thread
+ * count, which is the OpenMP one with the OpenMP build): a run is reproducible at a fixed count.
  *
  * Not here: MoE (moe.h), the Engram layer (engram_layer.h), the order of ops (model.c).
  */
