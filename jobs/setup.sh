@@ -21,7 +21,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin                 # MPI
   libhdf5-openmpi-dev hdf5-tools             # parallel HDF5, h5ls
   libutf8proc-dev libpcre2-dev               # tokenizer normalisation, pre-tokenizer regexes
-  libopenblas-dev                            # GEMMs
+  libopenblas-dev libopenblas-openmp-dev     # GEMMs (CMake links the OpenMP build when present)
   libyaml-dev libcjson-dev                   # configs, JSON
   libcmocka-dev                              # unit tests
   python3-torch python3-h5py python3-numpy python3-yaml python3-sympy   # references (/usr/bin/python3)

@@ -23,9 +23,11 @@
  * that produce an output do not depend on the thread count. Weight gradients summed over tokens are
  * first summed per chunk of tokens — the chunking depends on N only — and the chunk partials are
  * then added in chunk order. The GEMMs are the exception: OpenBLAS (0.3.21, measured) gives different
- * bits for different BLAS thread counts, so runs are bit-identical for any OpenMP thread count at a
- * fixed OPENBLAS_NUM_THREADS (pthread OpenBLAS also reads OMP_NUM_THREADS at start-up when
- * OPENBLAS_NUM_THREADS is unset — set it explicitly).
+ * bits for different BLAS thread counts. With the pthreads OpenBLAS runs are bit-identical for any
+ * OpenMP thread count at a fixed OPENBLAS_NUM_THREADS (it also reads OMP_NUM_THREADS at start-up when
+ * OPENBLAS_NUM_THREADS is unset — set it explicitly); with the OpenMP OpenBLAS (the one CMake links
+ * when installed) the BLAS uses the OpenMP thread count, so runs are bit-identical at a fixed thread
+ * count.
  *
  * Not here: hashing and gathering e (ngram_hash.h), the block residual h += out (the caller).
  */

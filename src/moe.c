@@ -9,8 +9,10 @@
  * probabilities, so the forward saves only the probabilities and the backward rebuilds the same plan.
  * Each expert's tokens are gathered into one contiguous block (expert 0's rows, then expert 1's, ...;
  * inside an expert in token order) and its three matmuls run as cblas_sgemm calls; each shared expert
- * is one GEMM over all tokens. Results are combined per token in a fixed order (shared experts, then
- * the k choices in descending probability), so nothing depends on the number of threads.
+ * is one GEMM over all tokens. With the OpenMP OpenBLAS (ops_gemm_in_parallel) the routed experts run
+ * side by side, one thread each with single-threaded GEMMs (a few hundred rows are too few to share
+ * well); otherwise one after another, each GEMM threaded by the BLAS. Results are combined per token
+ * in a fixed order (shared experts, then the k choices in descending probability).
  *
  * Under expert parallelism the packed rows go to the ranks holding their experts through the
  * MoeRoute hook (moe.h) and come back in the same packed order, so everything around the experts
@@ -234,6 +236,7 @@ static void combine_(const MoeDims* d, const float* probs, const MoePlan* pl, co
 static void experts_forward_(const MoeDims* d, const MoeWeights* w, int n_exp, const long* off, const float* X,
                              float* h1, float* h3, float* g, float* y) {
     size_t D = (size_t)d->D, Fe = (size_t)d->Fe;
+    #pragma omp parallel for schedule(dynamic) if (ops_gemm_in_parallel())   // see the top of the file
     for (int e = 0; e < n_exp; e++) {
         size_t r0 = (size_t)off[e], ow = (size_t)e * Fe * D;
         expert_forward_((int)(off[e + 1] - off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow, w->w3 + ow, w->w2 + ow,
@@ -408,6 +411,7 @@ static void experts_backward_(const MoeDims* d, const MoeWeights* w, int n_exp, 
                               const float* h1, const float* h3, const float* dy, MoeWeights* g, float* dX) {
     size_t D = (size_t)d->D, Fe = (size_t)d->Fe, R = (size_t)off[n_exp];
     float* scr = mallocCheck((3 * R + 1) * Fe * sizeof(float));
+    #pragma omp parallel for schedule(dynamic) if (ops_gemm_in_parallel())
     for (int e = 0; e < n_exp; e++) {
         size_t r0 = (size_t)off[e], ow = (size_t)e * Fe * D;
         expert_backward_((int)(off[e + 1] - off[e]), d->D, d->Fe, X + r0 * D, w->w1 + ow, w->w3 + ow, w->w2 + ow,

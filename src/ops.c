@@ -7,6 +7,9 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "common.h"
 
@@ -27,7 +30,21 @@ void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float* A, 
     double t0 = engram_now();
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
                 B, ldb, beta, C, ldc);
-    ops_gemm_seconds += engram_now() - t0;
+    double dt = engram_now() - t0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) {   // one of a team's GEMMs running side by side: its share of the wall time
+#pragma omp atomic
+        ops_gemm_seconds += dt / omp_get_num_threads();
+        return;
+    }
+#endif
+    ops_gemm_seconds += dt;
+}
+
+int ops_gemm_in_parallel(void) {
+    static int openmp = -1;   // OpenBLAS's threading: 0 none, 1 pthreads, 2 OpenMP
+    if (openmp < 0) openmp = openblas_get_parallel() == 2;
+    return openmp;
 }
 
 /* ---- linear ---------------------------------------------------------------------------------- */
@@ -124,10 +141,12 @@ void rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse
 /* ---- attention ----------------------------------------------------------------------------- */
 
 /* Per sequence b and head h the four products are GEMMs over strided views of qkv [B,T,3D]:
- * q, k, v of head h are the [T,hd] columns h·hd (+ 0, D, 2D) with row stride 3D. The GEMMs run one
- * after another (each one threaded by the BLAS), the row-wise softmax work between them in one
- * OpenMP loop over all (b, h, t). The causal products use the full [T,T] score matrix with exact
- * zeros above the diagonal: twice the multiplies of a triangle, but at GEMM speed. */
+ * q, k, v of head h are the [T,hd] columns h·hd (+ 0, D, 2D) with row stride 3D. One OpenMP loop
+ * over the B·nh (b, h) pairs does each pair's GEMMs and the row-wise softmax work between them, so
+ * its [T,T] scores stay in cache. The GEMMs of a pair run single-threaded on the thread that owns
+ * the pair (ops_gemm_in_parallel: with the OpenMP OpenBLAS; otherwise the pairs run one after
+ * another and each GEMM is threaded by the BLAS). The causal products use the full [T,T] score
+ * matrix with exact zeros above the diagonal: twice the multiplies of a triangle, at GEMM speed. */
 
 /* p [T] of query t: softmax over s ≤ t of the scaled scores in p, zeros for s > t. */
 ENGRAM_SIMD_CLONES static void causal_softmax_row_(float* p, int t, int T) {
@@ -146,19 +165,15 @@ ENGRAM_SIMD_CLONES static void causal_softmax_row_(float* p, int t, int T) {
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int D, int nh) {
     const int hd = D / nh, C3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++)   // scores = scale·q·kᵀ [T,T]
-        for (int h = 0; h < nh; h++) {
-            const float* q = qkv + (size_t)b * T * C3 + (size_t)h * hd;
-            ops_gemm(0, 1, T, T, hd, scale, q, C3, q + D, C3, 0.0f, att + ((size_t)b * nh + h) * T * T, T);
-        }
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < (long)B * nh * T; r++) causal_softmax_row_(att + (size_t)r * T, (int)(r % T), T);
-    for (int b = 0; b < B; b++)   // out_h = P·v [T,hd]
-        for (int h = 0; h < nh; h++) {
-            const float* v = qkv + (size_t)b * T * C3 + 2 * D + (size_t)h * hd;
-            ops_gemm(0, 0, T, hd, T, 1.0f, att + ((size_t)b * nh + h) * T * T, T, v, C3, 0.0f,
-                     out + (size_t)b * T * D + (size_t)h * hd, D);
-        }
+#pragma omp parallel for schedule(static) if (ops_gemm_in_parallel())
+    for (int bh = 0; bh < B * nh; bh++) {
+        const int b = bh / nh, h = bh % nh;
+        const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hd, *v = q + 2 * D;
+        float* p = att + (size_t)bh * T * T;   // [T,T]
+        ops_gemm(0, 1, T, T, hd, scale, q, C3, q + D, C3, 0.0f, p, T);   // scale·q·kᵀ
+        for (int t = 0; t < T; t++) causal_softmax_row_(p + (size_t)t * T, t, T);
+        ops_gemm(0, 0, T, hd, T, 1.0f, p, T, v, C3, 0.0f, out + (size_t)b * T * D + (size_t)h * hd, D);   // P·v
+    }
 }
 
 /* dp [T] of query t, in place: ds = p·(dp − Σ_s p·dp)·scale over s ≤ t, zeros above. */
@@ -173,25 +188,21 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                         int T, int D, int nh) {
     const int hd = D / nh, C3 = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-    // forward: o = P·v, so dv = Pᵀ·do and dP = do·vᵀ (into scratch)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < nh; h++) {
-            const size_t bh = ((size_t)b * nh + h) * T * T, qo = (size_t)b * T * C3 + (size_t)h * hd;
-            const float* dy = dout + (size_t)b * T * D + (size_t)h * hd;
-            ops_gemm(1, 0, T, hd, T, 1.0f, att + bh, T, dy, D, 0.0f, dqkv + qo + 2 * D, C3);
-            ops_gemm(0, 1, T, T, hd, 1.0f, dy, D, qkv + qo + 2 * D, C3, 0.0f, scratch + bh, T);
-        }
-    // softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the score scale
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < (long)B * nh * T; r++)
-        causal_softmax_row_backward_(scratch + (size_t)r * T, att + (size_t)r * T, (int)(r % T), T, scale);
-    // scores were q·kᵀ: dq = dS·k, dk = dSᵀ·q
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < nh; h++) {
-            const size_t bh = ((size_t)b * nh + h) * T * T, qo = (size_t)b * T * C3 + (size_t)h * hd;
-            ops_gemm(0, 0, T, hd, T, 1.0f, scratch + bh, T, qkv + qo + D, C3, 0.0f, dqkv + qo, C3);
-            ops_gemm(1, 0, T, hd, T, 1.0f, scratch + bh, T, qkv + qo, C3, 0.0f, dqkv + qo + D, C3);
-        }
+#pragma omp parallel for schedule(static) if (ops_gemm_in_parallel())
+    for (int bh = 0; bh < B * nh; bh++) {
+        const int b = bh / nh, h = bh % nh;
+        const size_t qo = (size_t)b * T * C3 + (size_t)h * hd;
+        const float *p = att + (size_t)bh * T * T, *dy = dout + (size_t)b * T * D + (size_t)h * hd;
+        float* ds = scratch + (size_t)bh * T * T;   // [T,T]: dP, then dS in place
+        // forward: o = P·v, so dv = Pᵀ·do and dP = do·vᵀ
+        ops_gemm(1, 0, T, hd, T, 1.0f, p, T, dy, D, 0.0f, dqkv + qo + 2 * D, C3);
+        ops_gemm(0, 1, T, T, hd, 1.0f, dy, D, qkv + qo + 2 * D, C3, 0.0f, ds, T);
+        // softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the score scale
+        for (int t = 0; t < T; t++) causal_softmax_row_backward_(ds + (size_t)t * T, p + (size_t)t * T, t, T, scale);
+        // scores were q·kᵀ: dq = dS·k, dk = dSᵀ·q
+        ops_gemm(0, 0, T, hd, T, 1.0f, ds, T, qkv + qo + D, C3, 0.0f, dqkv + qo, C3);
+        ops_gemm(1, 0, T, hd, T, 1.0f, ds, T, qkv + qo, C3, 0.0f, dqkv + qo + D, C3);
+    }
 }
 
 /* ---- SwiGLU -------------------------------------------------------------------------------- */

@@ -4,8 +4,9 @@
  * softmax cross-entropy. Backward functions ACCUMULATE (+=) into input and weight gradients unless
  * they say otherwise, so branches that share an input simply add up.
  *
- * Results do not depend on the number of OpenMP threads: threads own disjoint outputs, and
- * reductions over tokens run in a fixed order.
+ * The loops here do not depend on the number of OpenMP threads: threads own disjoint outputs, and
+ * reductions over tokens run in a fixed order. GEMMs do (OpenBLAS's bits change with its thread
+ * count, which is the OpenMP one with the OpenMP build): a run is reproducible at a fixed count.
  *
  * Not here: MoE (moe.h), the Engram layer (engram_layer.h), the order of ops (model.c).
  */
@@ -19,6 +20,11 @@
 void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
               float beta, float* C, int ldc);
 extern double ops_gemm_seconds;
+/* 1 when ops_gemm may be called from inside an OpenMP parallel region and then runs single-threaded
+ * on the calling thread (the OpenMP build of OpenBLAS); 0 with a BLAS that has its own thread pool,
+ * where loops of GEMMs should stay serial and let each GEMM be threaded. A GEMM inside a parallel
+ * region counts its wall time divided by the team's size in ops_gemm_seconds. */
+int ops_gemm_in_parallel(void);
 
 /* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
 void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout);
