@@ -5,8 +5,12 @@
 # shape [E, ...] (per tensor max|Δ| ≤ 1e-5·max|ref|), whether the experts are replicated (EP=1) or
 # sharded over EP ranks at the same P. Cases: P=4 with EP=2 and 4; E=6 at P=4 with EP=4 (the last
 # position holds no expert) and EP=2 (3 each); P=3, EP=3 with E=8 (3, 3, 2); P=2, EP=2 with E=5.
-# (The closest tensor to the bound is a near-zero Engram bias, ~9e-6 at E=6/EP=2: the Adam noise
-# floor that tests/mpi/distributed_equals_single_rank.sh describes; every other tensor is within 2e-6.)
+# (The closest tensor to the bound is the Engram bias blocks.1.engram.bk, which starts at zero: its
+# max|ref| is only ~9e-4 after 20 steps, and the Adam noise floor that
+# tests/mpi/distributed_equals_single_rank.sh describes put it at 9e-6 to 1.5e-5 of that, depending on
+# the compiler flags (the sanitizer build gave 1.5e-5 at E=5/EP=2). The cases with experts that do not
+# divide by EP therefore measure each tensor against max(max|ref|, lr·steps = 2e-3), the distance Adam
+# can move an element in these 20 steps; every other tensor is within 2e-6 of its own max.)
 # Two runs at EP=4 are bit-identical, and so is one that prefetches the next step's Engram plan. train_dump itself asserts, every step, identical replicas and
 # the expert exchange's rows and wire bytes against a recount from the routing.
 # With a capacity (per rank, on its local tokens) the same assignments are dropped at every EP:
@@ -40,7 +44,7 @@ for case in "4 6 4" "4 6 2" "3 8 3" "2 5 2"; do
   read -r P E EP <<< "$case"
   run "$P" 1 "$tmp/u1.bin" moe.experts="$E" > /dev/null
   run "$P" "$EP" "$tmp/u$EP.bin" moe.experts="$E" > /dev/null
-  same "$tmp/u1.bin" "$tmp/u$EP.bin" 1e-5 moe.experts="$E"
+  same "$tmp/u1.bin" "$tmp/u$EP.bin" 1e-5 --scale-floor=2e-3 moe.experts="$E"
 done
 
 echo "== P=4, capacity_factor 1.0: drops counted per rank on local tokens, the same at every EP"

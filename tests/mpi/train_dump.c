@@ -15,7 +15,8 @@
  *   usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner]
  *                     [--prefetch] [key=value ...]
  * --prefetch hands each step the next batch, so its hashing and counts/keys exchange overlap.
- *          train_dump --compare CONFIG A B TOL [key=value ...]   per-tensor max|Δ| ≤ TOL·max|A|, losses ≤ TOL rel
+ *          train_dump --compare CONFIG A B TOL [--scale-floor=F] [key=value ...]
+ *              per-tensor max|Δ| ≤ TOL·max(max|A|, F), losses ≤ TOL rel
  * TOL 0 asks for bit-identical files.
  */
 #include <math.h>
@@ -260,10 +261,14 @@ static float* slurp_(const char* path, size_t* n) {
     return b;
 }
 
-/* Compare two dumps tensor by tensor: the layout is losses, dense params, tables. */
+/* Compare two dumps tensor by tensor: the layout is losses, dense params, tables. A first extra
+ * argument --scale-floor=F makes a tensor's scale max(max|ref|, F): a tensor that starts at zero (a
+ * bias) is only as large as Adam moved it, so its own max understates what float noise means there. */
 static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol, int n_over, char** over) {
     Config c;
     char err[1024];
+    double floor_ = 0;
+    if (n_over > 0 && !strncmp(over[0], "--scale-floor=", 14)) floor_ = atof(over[0] + 14), n_over--, over++;
     if (config_load(&c, cfg_path, n_over, over, err, sizeof err)) engram_fail("%s", err);
     size_t na, nb;
     char* a = (char*)slurp_(pa, &na);
@@ -299,10 +304,11 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
             mx = fmax(mx, fabs(fa[off + j]));
             d = fmax(d, fabs((double)fa[off + j] - fb[off + j]));
         }
+        mx = fmax(mx, floor_);
         if (d > tol * mx) { printf("FAIL: %s max|Δ| %.3e > %.1e · %.3e\n", t->name, d, tol, mx); fails_++; }
         worst = fmax(worst, mx > 0 ? d / mx : d);
     }
-    printf("%s vs %s: losses within %.1e, tensors within %.1e of max|ref| (%d tensors) — %s\n", pa, pb, worst_loss, worst,
+    printf("%s vs %s: losses within %.1e, tensors within %.1e of max|ref|%s (%d tensors) — %s\n", pa, pb, worst_loss, worst, floor_ > 0 ? " (floored)" : "",
            m.tt.n, fails_ ? "FAILED" : "ok");
     model_free(&m);
     free(a), free(b);
@@ -314,7 +320,7 @@ int main(int argc, char** argv) {
     if (argc >= 6 && !strcmp(argv[1], "--compare")) return compare_(argv[2], argv[3], argv[4], atof(argv[5]), argc - 6, argv + 6);
     if (argc < 3) {
         fprintf(stderr, "usage: train_dump CONFIG OUT [--data random|pattern|repeat] [--reverse] [--expect-idle-owner] [--prefetch] [key=value ...]\n"
-                        "       train_dump --compare CONFIG A B TOL [key=value ...]\n");
+                        "       train_dump --compare CONFIG A B TOL [--scale-floor=F] [key=value ...]\n");
         return 2;
     }
     return run_(argc, argv);
