@@ -99,10 +99,10 @@ void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int
         t->rows[l] = rows[l];
         shard_row_range(rows[l], P, rank, &t->first[l], &t->local[l]);
         size_t n = (size_t)t->local[l] * Dh;
-        t->table[l] = callocCheck(n, sizeof(float));
-        t->m[l] = callocCheck(n, sizeof(float));
-        t->v[l] = callocCheck(n, sizeof(float));
-        t->updates[l] = callocCheck((size_t)t->local[l], sizeof(int64_t));
+        t->table[l] = callocPagesCheck(n, sizeof(float));   // page-aligned: checkpoints are read into them
+        t->m[l] = callocPagesCheck(n, sizeof(float));
+        t->v[l] = callocPagesCheck(n, sizeof(float));
+        t->updates[l] = callocPagesCheck((size_t)t->local[l], sizeof(int64_t));
     }
 }
 

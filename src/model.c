@@ -84,10 +84,11 @@ void model_init(Model* m, const Config* c, int B) {
     m->Ein = (c->engram.max_ngram - 1) * c->engram.heads_per_ngram * c->engram.head_dim;
     hash_init_(m, c);
     tensors_build(&m->tt, c, m->hash.rows);
-    m->params = fbuf_(m->tt.dense_numel);
-    m->grads = fbuf_(m->tt.dense_numel);
-    m->m = fbuf_(m->tt.dense_numel);
-    m->v = fbuf_(m->tt.dense_numel);
+    // page-aligned: checkpoints are read straight into them (common.h, callocPagesCheck)
+    m->params = callocPagesCheck(m->tt.dense_numel, sizeof(float));
+    m->grads = callocPagesCheck(m->tt.dense_numel, sizeof(float));
+    m->m = callocPagesCheck(m->tt.dense_numel, sizeof(float));
+    m->v = callocPagesCheck(m->tt.dense_numel, sizeof(float));
     tensors_point(&m->P, &m->tt, m->params);
     tensors_point(&m->dP, &m->tt, m->grads);
     m->edims = (EngramDims){.B = B, .T = m->T, .G = m->G, .D = m->D, .Ein = m->Ein, .K = c->engram.kernel_size,
