@@ -60,15 +60,13 @@ static hid_t create_(Writer_* w, const char* path, hid_t type, int ndim, const h
 
 /* Replicated datasets of at least this size are written by all ranks, each its block of rows
  * (every rank holds the same values); smaller ones by rank 0 alone. */
-#define SPLIT_MIN_BYTES ((size_t)1 << 20)
+#define SPLIT_MIN_BYTES ((size_t)64 << 10)
 
-/* A replicated dataset: every rank holds all of data. Small ones (and scalars) rank 0 writes while
- * the others select nothing; larger ones each rank its block of rows, so the copying into the page
- * cache is shared. Returns this rank's part of the checksum. */
-static uint64_t write_whole_(Writer_* w, const char* path, hid_t type, int ndim, const hsize_t* dims, const void* data,
-                             size_t nbytes) {
-    hid_t ds = create_(w, path, type, ndim, dims);
-    if (ds < 0) return 0;
+/* A replicated dataset (open): every rank holds all of data. Small ones (and scalars) rank 0 writes
+ * while the others select nothing; larger ones each rank its block of rows, so the copying into the
+ * page cache is shared. Returns this rank's part of the checksum. */
+static uint64_t write_whole_(Writer_* w, hid_t ds, const char* path, hid_t type, int ndim, const hsize_t* dims,
+                             const void* data, size_t nbytes) {
     int64_t rows = ndim ? (int64_t)dims[0] : 1;
     size_t row_bytes = rows ? nbytes / (size_t)rows : 0;
     int64_t lo = 0, n = w->rank == 0 ? rows : 0, max_rows = rows;
@@ -80,20 +78,26 @@ static uint64_t write_whole_(Writer_* w, const char* path, hid_t type, int ndim,
     if (ckpt_rows_io(1, ds, type, w->dxpl, lo, lo + n, max_rows, row_bytes, (char*)data + (size_t)lo * row_bytes,
                      nbytes ? &sum : NULL) < 0)
         fail_(w, "cannot write %s", path);
-    H5Dclose(ds);
     return sum;
 }
 
-/* Each rank writes its rows [first, first+local) of a sharded dataset (none unless s->writes). */
-static uint64_t write_rows_(Writer_* w, const CkSet* s, hid_t type, int64_t first, int64_t local, const void* data) {
-    hid_t ds = create_(w, s->path, type, s->ndim, s->dims);
-    if (ds < 0) return 0;
+/* Each rank writes its rows [first, first+local) of a sharded dataset (open; none unless s->writes). */
+static uint64_t write_rows_(Writer_* w, hid_t ds, const CkSet* s, hid_t type, int64_t first, int64_t local,
+                            const void* data) {
     if (!s->writes) local = 0;
     uint64_t sum = 0;
     if (ckpt_rows_io(1, ds, type, w->dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), (void*)data, &sum) < 0)
         fail_(w, "cannot write %s", s->path);
-    H5Dclose(ds);
     return sum;
+}
+
+/* A small metadata dataset: created, written by rank 0, closed. */
+static void write_small_(Writer_* w, const char* path, hid_t type, int ndim, const hsize_t* dims, const void* data,
+                         size_t nbytes) {
+    hid_t ds = create_(w, path, type, ndim, dims);
+    if (ds < 0) return;
+    write_whole_(w, ds, path, type, ndim, dims, data, nbytes);
+    H5Dclose(ds);
 }
 
 static void write_string_dataset_(Writer_* w, const char* path, const char* text) {
@@ -101,7 +105,7 @@ static void write_string_dataset_(Writer_* w, const char* path, const char* text
     H5Tset_size(t, strlen(text) ? strlen(text) : 1);
     H5Tset_cset(t, H5T_CSET_UTF8);
     H5Tset_strpad(t, H5T_STR_NULLPAD);
-    write_whole_(w, path, t, 0, NULL, strlen(text) ? text : " ", 0);
+    write_small_(w, path, t, 0, NULL, strlen(text) ? text : " ", 0);
     H5Tclose(t);
 }
 
@@ -136,7 +140,7 @@ static void write_metadata_(Writer_* w, const Trainer* tr, const Config* c, cons
 
     if (comp && comp->lookup) {
         hsize_t V = (hsize_t)comp->V;
-        write_whole_(w, "/tokenizer/compress_lookup", H5T_NATIVE_INT32, 1, &V, comp->lookup, (size_t)V * 4);
+        write_small_(w, "/tokenizer/compress_lookup", H5T_NATIVE_INT32, 1, &V, comp->lookup, (size_t)V * 4);
         hid_t ds = H5Dopen2(f, "/tokenizer/compress_lookup", H5P_DEFAULT);
         if (ds >= 0) {
             bad |= ckpt_attr_write_i64(ds, "V", comp->V) | ckpt_attr_write_i64(ds, "V_compressed", comp->Vc);
@@ -150,28 +154,33 @@ static void write_metadata_(Writer_* w, const Trainer* tr, const Config* c, cons
     if (bad) fail_(w, "cannot write the %s attributes", "metadata");
 }
 
-/* All datasets of the layout, then their checksums (summed over ranks) as attributes. */
+/* All datasets of the layout, in three passes: create them all (collective metadata), write every
+ * rank's part of each (independent transfers: no rank waits for another between datasets), then the
+ * checksums (summed over ranks) and group attributes. */
 static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const CkSet* sets, int n) {
     w->sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
+    hid_t* ds = mallocCheck(((size_t)n + 1) * sizeof(hid_t));
+    for (int i = 0; i < n; i++)
+        ds[i] = create_(w, sets[i].path, sets[i].is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, sets[i].ndim, sets[i].dims);
     for (int i = 0; i < n; i++) {
         const CkSet* s = &sets[i];
+        if (ds[i] < 0) continue;
         hid_t type = s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
         int64_t first = 0, local = 0;
         const void* data = ckpt_set_data(tr, s, &first, &local);
         if (s->sharded) {
-            w->sums[i] = write_rows_(w, s, type, first, local, data);
+            w->sums[i] = write_rows_(w, ds[i], s, type, first, local, data);
         } else {
             size_t numel = 1;
             for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
-            w->sums[i] = write_whole_(w, s->path, type, s->ndim, s->dims, data, numel * (s->is_float ? 4 : 8));
+            w->sums[i] = write_whole_(w, ds[i], s->path, type, s->ndim, s->dims, data, numel * (s->is_float ? 4 : 8));
         }
     }
     if (w->comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, w->sums, n, MPI_UINT64_T, MPI_SUM, w->comm);
     const double betas[2] = {c->train.beta1, c->train.beta2};
     for (int i = 0; i < n; i++) {
-        hid_t ds = H5Dopen2(w->file, sets[i].path, H5P_DEFAULT);
-        if (ds < 0 || ckpt_attr_write_u64(ds, "checksum", w->sums[i])) fail_(w, "cannot write the checksum of %s", sets[i].path);
-        if (ds >= 0) H5Dclose(ds);
+        if (ds[i] < 0 || ckpt_attr_write_u64(ds[i], "checksum", w->sums[i])) fail_(w, "cannot write the checksum of %s", sets[i].path);
+        if (ds[i] >= 0) H5Dclose(ds[i]);
         if (sets[i].src == CK_M) {   // the /optim/<name> group: Adam's step count and betas
             char grp[sizeof sets[i].path];
             snprintf(grp, sizeof grp, "%s", sets[i].path);
@@ -182,6 +191,7 @@ static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const
             if (g >= 0) H5Gclose(g);
         }
     }
+    free(ds);
 }
 
 /* ---- after the write: durable, verified, renamed, named by `latest`, old ones pruned ----------- */
@@ -318,7 +328,7 @@ int checkpoint_save(const Trainer* tr, const Config* c, const Compression* comp,
         H5Pset_fapl_mpio(fapl, w.comm, MPI_INFO_NULL);
         H5Pset_coll_metadata_write(fapl, 1);
         w.dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(w.dxpl, H5FD_MPIO_COLLECTIVE);
+        H5Pset_dxpl_mpio(w.dxpl, H5FD_MPIO_INDEPENDENT);
     }
     w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);

@@ -43,19 +43,8 @@ const char* ckptfile_path(const CkptFile* f) { return f->path; }
 int ckptfile_version(const CkptFile* f) { return f->version; }
 
 int ckptfile_exists(CkptFile* f, const char* path) {
-    if (!strcmp(path, "/")) return 1;
     CkQuiet q = ckpt_quiet();
-    char part[512];
-    int ok = 1;
-    for (const char* p = path + 1; ok; p++) {   // every parent must exist for H5Lexists
-        if (*p != '/' && *p) continue;
-        size_t k = (size_t)(p - path);
-        if (k >= sizeof part) { ok = 0; break; }
-        memcpy(part, path, k);
-        part[k] = '\0';
-        ok = H5Lexists(f->id, part, H5P_DEFAULT) > 0;
-        if (!*p) break;
-    }
+    int ok = ckpt_path_exists(f->id, path);
     ckpt_loud(q);
     return ok;
 }

@@ -75,10 +75,11 @@ static uint64_t sum_(void* dst, const void* src, size_t n, uint32_t base) {
 }
 
 uint64_t ckpt_copy_checksum(void* dst, const void* src, size_t nbytes, uint64_t first_word) {
-    const size_t n = nbytes / 4, blk = (size_t)1 << 16;   // words per OpenMP task
+    const size_t n = nbytes / 4, blk = (size_t)1 << 16;   // words per block (256 KiB: stays in L2)
     const uint32_t base = (uint32_t)(2 * first_word + 1);
     uint64_t s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > ((size_t)1 << 20))
+    // one thread: callers pass pieces that are in cache, and an OpenMP team on a loaded machine
+    // waits for its slowest (descheduled) thread and leaves the other spinning through the I/O
     for (size_t b = 0; b < n; b += blk)
         s += sum_(dst ? (char*)dst + 4 * b : NULL, (const char*)src + 4 * b, n - b < blk ? n - b : blk, base + 2u * (uint32_t)b);
     if (dst && nbytes > 4 * n) memcpy((char*)dst + 4 * n, (const char*)src + 4 * n, nbytes - 4 * n);
@@ -93,12 +94,25 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
     return sum_scalar_(NULL, data, nbytes / 4, (uint32_t)(2 * first_word + 1));
 }
 
+/* Pieces smaller than this are read straight into their destination whatever its alignment. */
+#define BOUNCE_MIN_BYTES_ ((size_t)64 << 10)
+
+/* One page-aligned piece-sized buffer for the process, kept: fresh pages for every load would cost
+ * a page fault per 4 KiB. */
+static void* bounce_(void) {
+    static void* buf = NULL;
+    if (!buf) buf = callocPagesCheck(CKPT_READ_PIECE_BYTES, 1);
+    return buf;
+}
+
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
                     size_t row_bytes, void* data, uint64_t* sum) {
     hid_t fs = H5Dget_space(ds);
+    const haddr_t at = H5Dget_offset(ds);   // file offset of a contiguous dataset (memtype = file type)
     hsize_t dims[H5S_MAX_RANK];
     int nd = H5Sget_simple_extent_dims(fs, dims, NULL);
-    int64_t piece = row_bytes >= CKPT_PIECE_BYTES ? 1 : (int64_t)(CKPT_PIECE_BYTES / (row_bytes ? row_bytes : 1));
+    const size_t PB = write ? CKPT_PIECE_BYTES : CKPT_READ_PIECE_BYTES;
+    int64_t piece = row_bytes >= PB ? 1 : (int64_t)(PB / (row_bytes ? row_bytes : 1));
     int64_t n_pieces = nd <= 0 ? 1 : (max_rows + piece - 1) / piece;
     size_t mem_row = nd <= 0 ? 0 : (size_t)H5Tget_size(memtype);
     for (int d = 1; d < nd; d++) mem_row *= (size_t)dims[d];
@@ -127,9 +141,20 @@ herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, 
         void* p = nd <= 0 ? (hi > lo ? data : dummy) : a < b ? (char*)data + (size_t)(a - lo) * mem_row : dummy;
         // the checksum of a piece is taken while it is in cache: before the write copies it, after the read
         size_t piece_bytes = a < b ? (size_t)(b - a) * mem_row : 0;
-        if (sum && write && piece_bytes) *sum += ckpt_checksum(p, piece_bytes, (uint64_t)a * mem_row / 4);
-        herr_t r = write ? H5Dwrite(ds, memtype, ms, fs, dxpl, p) : H5Dread(ds, memtype, ms, fs, dxpl, p);
-        if (sum && !write && piece_bytes && r >= 0) *sum += ckpt_checksum(p, piece_bytes, (uint64_t)a * mem_row / 4);
+        uint64_t first_word = (uint64_t)a * mem_row / 4;
+        if (sum && write && piece_bytes) *sum += ckpt_checksum(p, piece_bytes, first_word);
+        // a read into memory misaligned to the file offset goes through an aligned bounce buffer (fast
+        // kernel copy), then one pass copies it out and takes the checksum
+        int misaligned = at != HADDR_UNDEF && ((uintptr_t)p - (at + (haddr_t)a * mem_row)) % 64 != 0;
+        void* bounce = !write && nd > 0 && misaligned && piece_bytes >= BOUNCE_MIN_BYTES_ &&
+                               piece_bytes <= CKPT_READ_PIECE_BYTES ? bounce_() : NULL;
+        herr_t r = write ? H5Dwrite(ds, memtype, ms, fs, dxpl, p) : H5Dread(ds, memtype, ms, fs, dxpl, bounce ? bounce : p);
+        if (bounce && r >= 0) {
+            uint64_t k = ckpt_copy_checksum(p, bounce, piece_bytes, first_word);
+            if (sum) *sum += k;
+        } else if (sum && !write && piece_bytes && r >= 0) {
+            *sum += ckpt_checksum(p, piece_bytes, first_word);
+        }
         if (r < 0) rc = r;
         H5Sclose(ms);
     }
@@ -317,6 +342,22 @@ static void shape_str_(char* out, size_t n, int ndim, const hsize_t* d) {
     if (k < n) snprintf(out + k, n - k, "]");
 }
 
+int ckpt_path_exists(hid_t f, const char* path) {
+    if (!strcmp(path, "/")) return 1;
+    char part[512];
+    int present = 1;
+    for (const char* p = path + 1; present; p++) {
+        if (*p != '/' && *p) continue;
+        size_t k = (size_t)(p - path);
+        if (k >= sizeof part) return 0;
+        memcpy(part, path, k);
+        part[k] = '\0';
+        present = H5Lexists(f, part, H5P_DEFAULT) > 0;
+        if (!*p) break;
+    }
+    return present;
+}
+
 int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* err, size_t errlen) {
     if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) {
         snprintf(err, errlen, "%s: /config is missing (corrupt or incomplete checkpoint)", file);
@@ -324,23 +365,13 @@ int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* e
     }
     for (int i = 0; i < n; i++) {
         const CkSet* s = &sets[i];
-        // H5Lexists needs every parent to exist: walk the path
-        char part[sizeof s->path];
-        int present = 1;
-        for (const char* p = s->path + 1; present; p++) {
-            if (*p != '/' && *p) continue;
-            size_t k = (size_t)(p - s->path);
-            memcpy(part, s->path, k);
-            part[k] = '\0';
-            present = H5Lexists(f, part, H5P_DEFAULT) > 0;
-            if (!*p) break;
-        }
-        if (!present) {
+        // open first (one lookup); only a failure walks the path to tell "missing" from "unreadable"
+        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+        if (ds < 0 && !ckpt_path_exists(f, s->path)) {
             snprintf(err, errlen, "%s: dataset %s is missing; this config expects it (written with a different config? "
                      "`engram inspect %s` shows the one it holds)", file, s->path, file);
             return -1;
         }
-        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
         if (ds < 0) {
             snprintf(err, errlen, "%s: %s is not a readable dataset (corrupt file)", file, s->path);
             return -1;

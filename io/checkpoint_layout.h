@@ -60,6 +60,9 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
 /* Datasets are written and read in pieces of at most this many bytes per rank and call: one
  * 200 MB pwrite is ~10x slower than 8 MB ones on Linux (page-cache behaviour of huge writes). */
 #define CKPT_PIECE_BYTES ((size_t)8 << 20)
+/* Reads go in smaller pieces: the kernel's copy of a large read leaves little of it in cache (AMD:
+ * non-temporal stores), and the checksum of each piece is taken right after it arrives. */
+#define CKPT_READ_PIECE_BYTES ((size_t)1 << 20)
 
 /* Write (or read) rows [lo, hi) of dataset ds (this rank's part; lo == hi: none) in collective
  * pieces; every rank of the file's communicator calls it with the same max_rows (the largest part
@@ -83,6 +86,8 @@ char* ckpt_attr_read_str(hid_t obj, const char* name);   // malloc'd, NULL if ab
 /* Open FILE read-only (fapl: H5P_DEFAULT or an MPI-IO list) and check it is an engram checkpoint
  * of a version this build reads. Returns the file id, or -1 with "FILE: problem" in err. */
 hid_t ckpt_open_checked(const char* file, hid_t fapl, int* version, char* err, size_t errlen);
+/* Does every component of path ("/a/b/c") exist? H5Lexists alone needs the parents to exist. */
+int ckpt_path_exists(hid_t f, const char* path);
 /* Every set present with its shape and element class, and /config. 0 or -1 with err. */
 int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* err, size_t errlen);
 /* /config as a malloc'd string; NULL if absent. */

@@ -4,14 +4,13 @@
  *
  * Everything that can be checked without touching the Trainer is checked first (format, version,
  * every dataset's shape, the hashing arrays against the config's), identically on every rank; then
- * replicated datasets are read by rank 0 and broadcast, and each rank reads its own rows of the
- * Engram tables and (under expert parallelism) its own experts. Checksums are verified last: a refused file may leave the Trainer half-loaded,
+ * every rank reads replicated datasets whole, its own rows of the Engram tables and (under expert
+ * parallelism) its own experts (independent MPI-IO transfers), taking checksums as the pieces arrive. Checksums are verified last: a refused file may leave the Trainer half-loaded,
  * and the callers exit.
  */
 #include "checkpoint.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,31 +92,24 @@ static int check_hash_(hid_t f, const char* file, const Trainer* tr, const CkSet
     return 0;
 }
 
-/* Collective read of a whole dataset by rank 0 (others select nothing), then broadcast. */
-static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, int rank, MPI_Comm comm, void* out, size_t nbytes) {
+/* Every rank reads the whole of a replicated dataset itself (independent transfers: one kernel copy
+ * per rank from the shared page cache, where a read by rank 0 and a broadcast would cost two). */
+static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, void* out, size_t nbytes, uint64_t* sum) {
     hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
     if (ds < 0) return -1;
     int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
-    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, 0, rank == 0 ? rows : 0, rows,
-                             nbytes / (size_t)rows, out, NULL);
+    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, 0, rows, rows,
+                             nbytes / (size_t)rows, out, sum);
     H5Dclose(ds);
-    int bad = rc < 0;
-    if (comm != MPI_COMM_NULL) {
-        MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
-        for (size_t off = 0; !bad && off < nbytes; off += (size_t)INT_MAX / 2) {
-            size_t k = nbytes - off < (size_t)INT_MAX / 2 ? nbytes - off : (size_t)INT_MAX / 2;
-            MPI_Bcast((char*)out + off, (int)k, MPI_BYTE, 0, comm);
-        }
-    }
-    return bad ? -1 : 0;
+    return rc < 0 ? -1 : 0;
 }
 
 /* Each rank reads rows [first, first+local), its part in this run's layout (any P, any EP). */
-static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int64_t first, int64_t local, void* out) {
+static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int64_t first, int64_t local, void* out, uint64_t* sum) {
     hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
     if (ds < 0) return -1;
     herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, first, first + local,
-                             s->max_rows, ckpt_row_bytes(s), out, NULL);
+                             s->max_rows, ckpt_row_bytes(s), out, sum);
     H5Dclose(ds);
     return rc < 0 ? -1 : 0;
 }
@@ -127,68 +119,64 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
     return (void*)ckpt_set_data(tr, s, first, local);
 }
 
-/* Read every tensor; checksums summed over ranks and compared. 0, or -1 with err. */
-static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl, int rank,
-                         MPI_Comm comm, char* err, size_t errlen) {
-    uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
+/* Read every tensor and compare checksums: a row-sharded set's parts are summed over ranks; every
+ * rank checks its own copy of a replicated set. 0, or -1 with err (the same on every rank). */
+static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl, MPI_Comm comm,
+                         char* err, size_t errlen) {
+    uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] row sets: this rank's part
+    uint64_t* whole = callocCheck((size_t)n + 1, sizeof(uint64_t));   // [n] whole sets: this rank's copy
     int bad = -1;
     for (int i = 0; i < n && bad < 0; i++) {
         const CkSet* s = &sets[i];
         int64_t first = 0, local = 0;
         void* out = target_(tr, s, &first, &local);
         if (!out) continue;
-        size_t esz = s->is_float ? 4 : 8;
-        if (s->sharded) {   // every rank reads its part; each row is counted once in the checksum
-            size_t row_bytes = ckpt_row_bytes(s);
-            if (read_rows_(f, s, dxpl, first, local, out)) bad = i;
-            else if (local > 0 && s->writes) sums[i] = ckpt_checksum(out, (size_t)local * row_bytes, (uint64_t)first * row_bytes / 4);
+        // checksums are taken piece by piece as the pieces arrive (in cache)
+        if (s->sharded) {   // each row counted once in the sum: replicas of an expert outside the first group don't
+            if (read_rows_(f, s, dxpl, first, local, out, s->writes ? &sums[i] : NULL)) bad = i;
         } else {
             size_t numel = 1;
             for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
-            if (rank == 0 || comm == MPI_COMM_NULL) {
-                if (read_whole_(f, s, dxpl, rank, comm, out, numel * esz)) bad = i;
-                else sums[i] = ckpt_checksum(out, numel * esz, 0);
-            } else if (read_whole_(f, s, dxpl, rank, comm, out, numel * esz)) {
-                bad = i;
-            }
+            if (read_whole_(f, s, dxpl, out, numel * (s->is_float ? 4 : 8), &whole[i])) bad = i;
         }
     }
     if (comm != MPI_COMM_NULL) {
         MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
         MPI_Allreduce(MPI_IN_PLACE, sums, n, MPI_UINT64_T, MPI_SUM, comm);
     }
-    if (bad >= 0) {
-        ckpt_errf(err, errlen, "%s: cannot read %s (truncated or corrupt file)", file, sets[bad].path);
-        free(sums);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
+    const int unreadable = bad >= 0;
+    if (unreadable) ckpt_errf(err, errlen, "%s: cannot read %s (truncated or corrupt file)", file, sets[bad].path);
+    for (int i = 0; i < n && bad < 0; i++) {
         if (!target_(tr, &sets[i], &(int64_t){0}, &(int64_t){0})) continue;
         uint64_t want = 0;
         hid_t ds = H5Dopen2(f, sets[i].path, H5P_DEFAULT);
         int have = ds >= 0 && ckpt_attr_read_u64(ds, "checksum", &want) == 0;
         if (ds >= 0) H5Dclose(ds);
-        if (!have || want != sums[i]) {
-            ckpt_errf(err, errlen, "%s: %s %s (corrupt file)", file, sets[i].path,
-                     have ? "does not match its checksum" : "has no checksum attribute");
-            free(sums);
-            return -1;
-        }
+        if (!have || want != (sets[i].sharded ? sums[i] : whole[i])) bad = i;
+    }
+    if (comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+    if (bad >= 0 && !unreadable) {
+        uint64_t want = 0;
+        hid_t ds = H5Dopen2(f, sets[bad].path, H5P_DEFAULT);
+        int have = ds >= 0 && ckpt_attr_read_u64(ds, "checksum", &want) == 0;
+        if (ds >= 0) H5Dclose(ds);
+        ckpt_errf(err, errlen, "%s: %s %s (corrupt file)", file, sets[bad].path,
+                  have ? "does not match its checksum" : "has no checksum attribute");
     }
     free(sums);
-    return 0;
+    free(whole);
+    return bad >= 0 ? -1 : 0;
 }
 
 int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, size_t errlen) {
     CkQuiet q = ckpt_quiet();
     MPI_Comm comm = tr->comm ? tr->comm->comm : MPI_COMM_NULL;
-    int rank = tr->comm ? tr->comm->rank : 0;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dxpl = H5P_DEFAULT;
     if (comm != MPI_COMM_NULL) {
         H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
         H5Pset_all_coll_metadata_ops(fapl, 1);
         dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
     }
     int rc = -1;
     hid_t f = ckpt_open_checked(file, fapl, NULL, err, errlen);
@@ -206,7 +194,7 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
                    ckpt_attr_read_u64(g, "seed", &st->seed) || ckpt_attr_read_i64(g, "data_position", &ds) ||
                    ckpt_attr_read_i64(g, "bad_steps", &bs)) {
             ckpt_errf(err, errlen, "%s: step, tokens_seen, world_size or /state attributes missing (corrupt file)", file);
-        } else if (read_tensors_(f, file, tr, sets, n, dxpl, rank, comm, err, errlen) == 0) {
+        } else if (read_tensors_(f, file, tr, sets, n, dxpl, comm, err, errlen) == 0) {
             st->world_size = (int)ws;
             st->data_position = ds;
             st->bad_steps = (long)bs;

@@ -1,13 +1,26 @@
 /*
  * bench_exchange.c — `mpirun -np P engram bench exchange CONFIG [key=value ...] [--steps N]`:
  * trains a config on random tokens (each rank its slice of the global batch, the next step's plan
- * prefetched) and reports, per rank 0's view, the step time split into compute / exchange /
- * all-reduce (in the step, so waiting for slower ranks counts), and one whole exchange of the last
- * step's rows timed alone after a barrier next to plain MPI_Alltoall/Alltoallv calls moving the
- * same bytes between the same ranks in the same run (counts, keys, rows forward, gradients back),
- * without the grouping, dedup, gathers and sums around them; and the same for the rows alone (the
- * part a training step waits for: the plan is prefetched during the previous step). One JSON line
- * on rank 0. ENGRAM_BENCH_REPS sets the repetitions (best of, default 20).
+ * prefetched) and reports the step time split into compute / exchange / all-reduce (means over
+ * ranks of what each rank's steps spent there: waiting for slower ranks inside a call counts as
+ * that call's), then one exchange of the last step's keys timed alone next to plain collectives
+ * moving the same bytes between the same ranks, in the same run.
+ *
+ * What each side of that comparison includes (per phase; max over ranks, best of reps, the two
+ * sides alternating which goes first, after a barrier each):
+ *   plan   exchange: group the unique keys by owner, counts (MPI_Alltoall), keys (MPI_Alltoallv),
+ *                    the owners' dedup of what they were asked for
+ *          plain:    the same MPI_Alltoall + MPI_Alltoallv, same counts
+ *   rows   exchange: the owners' row copies out of their tables, rows (MPI_Alltoallv)
+ *          plain:    the same MPI_Alltoallv of rows
+ *   grads  exchange: gradients (MPI_Alltoallv), the owners' sums in rank order
+ *          plain:    the same MPI_Alltoallv of gradients
+ * Both sides make four collectives. The plain side's counts include each rank's keys and rows for
+ * itself (MPI copies them locally); the exchange moves those with its own copies instead. Neither
+ * side includes the optimizer's update of the rows (optimizer compute, not exchange). In training
+ * the plan runs during the previous step's compute; rows and grads are what a step waits for.
+ * Buffers of both sides are allocated and touched before timing. One JSON line on rank 0;
+ * ENGRAM_BENCH_REPS sets the repetitions (default 40).
  *
  * Not here: correctness (tests/mpi/), single-rank compute speed (bench train).
  */
@@ -22,51 +35,75 @@
 #include "shard.h"
 #include "train.h"
 
-/* The same collectives as one exchange step (counts and keys too when with_plan), on buffers of the
- * same sizes. */
-static double plain_alltoall_(const Exchange* ex, int reps, int with_plan) {
+/* Seconds of one exchange's three phases (plan, rows forward, gradients back) and their total. */
+typedef struct {
+    double plan, fwd, bwd, total;
+} Phases_;
+
+/* Buffers of the plain side, allocated and touched once (neither side pays for page faults). */
+typedef struct {
+    int* counts_in;     // [P]
+    int64_t *k_out, *k_in;   // [n_unique], [n_recv] keys
+    float *r_out, *r_in;     // [n_recv, Dh], [n_unique, Dh] rows
+} Plain_;
+
+static void plain_init_(Plain_* b, const Exchange* ex) {
     const ExchangePlan* p = &ex->plan[ex->cur];
-    const int P = ex->comm->size;
-    int* tmp = mallocCheck(P * sizeof(int));
-    int64_t* k_out = mallocCheck(((size_t)p->n_unique + 1) * sizeof(int64_t));
-    int64_t* k_in = mallocCheck(((size_t)p->n_recv + 1) * sizeof(int64_t));
-    float* r_out = callocCheck(((size_t)p->n_recv + 1) * ex->Dh, sizeof(float));
-    float* r_in = callocCheck(((size_t)p->n_unique + 1) * ex->Dh, sizeof(float));
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        mpiCheck(MPI_Barrier(ex->comm->comm));
-        double t0 = engram_now();
-        if (with_plan) {
-            mpiCheck(MPI_Alltoall(p->scount, 1, MPI_INT, tmp, 1, MPI_INT, ex->comm->comm));
-            mpiCheck(MPI_Alltoallv(k_out, p->scount, p->sdispl, MPI_INT64_T, k_in, p->rcount, p->rdispl, MPI_INT64_T,
-                                   ex->comm->comm));
-        }
-        mpiCheck(MPI_Alltoallv(r_out, p->rcount, p->rdispl, ex->row_t, r_in, p->scount, p->sdispl, ex->row_t, ex->comm->comm));
-        mpiCheck(MPI_Alltoallv(r_in, p->scount, p->sdispl, ex->row_t, r_out, p->rcount, p->rdispl, ex->row_t, ex->comm->comm));
-        double dt = engram_now() - t0;
-        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, ex->comm->comm));
-        if (dt < best) best = dt;
-    }
-    free(tmp), free(k_out), free(k_in), free(r_out), free(r_in);
-    return best;
+    b->counts_in = callocCheck(ex->comm->size, sizeof(int));
+    b->k_out = callocCheck((size_t)p->n_unique + 1, sizeof(int64_t));
+    b->k_in = callocCheck((size_t)p->n_recv + 1, sizeof(int64_t));
+    b->r_out = callocCheck(((size_t)p->n_recv + 1) * ex->Dh, sizeof(float));
+    b->r_in = callocCheck(((size_t)p->n_unique + 1) * ex->Dh, sizeof(float));
+    memset(b->r_out, 1, ((size_t)p->n_recv + 1) * ex->Dh * sizeof(float));
+    memset(b->r_in, 1, ((size_t)p->n_unique + 1) * ex->Dh * sizeof(float));
 }
 
-/* One whole exchange for the last step's rows (plan, rows forward, gradients back), after a
- * barrier so that waiting for slower ranks' compute is not counted; max over ranks, best of reps. */
-static double exchange_alone_(Trainer* tr, int reps, int with_plan) {
+static void plain_free_(Plain_* b) { free(b->counts_in), free(b->k_out), free(b->k_in), free(b->r_out), free(b->r_in); }
+
+/* Max over ranks of each phase, and of the total. */
+static Phases_ max_over_ranks_(const Exchange* ex, double t0, double t1, double t2, double t3) {
+    double v[4] = {t1 - t0, t2 - t1, t3 - t2, t3 - t0};
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_DOUBLE, MPI_MAX, ex->comm->comm));
+    return (Phases_){v[0], v[1], v[2], v[3]};
+}
+
+/* The plain side: the same four collectives as one exchange, with the same counts (a rank's keys
+ * and rows for itself included, which MPI copies locally; the exchange copies those itself), and
+ * nothing around them: counts (MPI_Alltoall) + keys (MPI_Alltoallv) | rows | gradients. */
+static Phases_ plain_once_(const Exchange* ex, Plain_* b) {
+    const ExchangePlan* p = &ex->plan[ex->cur];
+    MPI_Comm c = ex->comm->comm;
+    mpiCheck(MPI_Barrier(c));
+    double t0 = engram_now();
+    mpiCheck(MPI_Alltoall(p->scount, 1, MPI_INT, b->counts_in, 1, MPI_INT, c));
+    mpiCheck(MPI_Alltoallv(b->k_out, p->scount, p->sdispl, MPI_INT64_T, b->k_in, p->rcount, p->rdispl, MPI_INT64_T, c));
+    double t1 = engram_now();
+    mpiCheck(MPI_Alltoallv(b->r_out, p->rcount, p->rdispl, ex->row_t, b->r_in, p->scount, p->sdispl, ex->row_t, c));
+    double t2 = engram_now();
+    mpiCheck(MPI_Alltoallv(b->r_in, p->scount, p->sdispl, ex->row_t, b->r_out, p->rcount, p->rdispl, ex->row_t, c));
+    return max_over_ranks_(ex, t0, t1, t2, engram_now());
+}
+
+/* The exchange side, for the last step's rows: exchange_plan (grouping by owner, counts, keys, the
+ * owners' dedup), exchange_forward (the owners' row copies, rows), exchange_backward (gradients,
+ * the owners' sums in rank order). Not the optimizer's update of the rows (optimizer compute). */
+static Phases_ exchange_once_(Trainer* tr) {
     Exchange* ex = &tr->ex;
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        mpiCheck(MPI_Barrier(ex->comm->comm));
-        double t0 = engram_now();
-        if (with_plan) exchange_plan(ex, &tr->rows, &tr->tables);
-        exchange_forward(ex, &tr->tables);
-        exchange_backward(ex);
-        double dt = engram_now() - t0;
-        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, ex->comm->comm));
-        if (dt < best) best = dt;
-    }
-    return best;
+    mpiCheck(MPI_Barrier(ex->comm->comm));
+    double t0 = engram_now();
+    exchange_plan(ex, &tr->rows, &tr->tables);
+    double t1 = engram_now();
+    exchange_forward(ex, &tr->tables);
+    double t2 = engram_now();
+    exchange_backward(ex);
+    return max_over_ranks_(ex, t0, t1, t2, engram_now());
+}
+
+static void keep_best_(Phases_* best, Phases_ t) {
+    if (t.plan < best->plan) best->plan = t.plan;
+    if (t.fwd < best->fwd) best->fwd = t.fwd;
+    if (t.bwd < best->bwd) best->bwd = t.bwd;
+    if (t.total < best->total) best->total = t.total;
 }
 
 void bench_fill_batch(int32_t* x, int32_t* y, int s, int T, int V, int first, int count) {
@@ -122,19 +159,27 @@ int bench_exchange_main(int argc, char** argv) {
         int32_t* t = x; x = xn; xn = t;
         t = y; y = yn; yn = t;
     }
-    int reps = getenv("ENGRAM_BENCH_REPS") ? atoi(getenv("ENGRAM_BENCH_REPS")) : 20;
-    double alone = exchange_alone_(&tr, reps, 1), plain = plain_alltoall_(&tr.ex, reps, 1);
-    double rows = exchange_alone_(&tr, reps, 0), plain_rows = plain_alltoall_(&tr.ex, reps, 0);
+    int reps = getenv("ENGRAM_BENCH_REPS") ? atoi(getenv("ENGRAM_BENCH_REPS")) : 40;
+    Phases_ ex_best = {1e30, 1e30, 1e30, 1e30}, pl_best = ex_best;
+    Plain_ buf;
+    plain_init_(&buf, &tr.ex);
+    for (int r = 0; r < reps; r++) {   // the two sides alternate which goes first
+        if (r % 2 == 0) keep_best_(&ex_best, exchange_once_(&tr)), keep_best_(&pl_best, plain_once_(&tr.ex, &buf));
+        else keep_best_(&pl_best, plain_once_(&tr.ex, &buf)), keep_best_(&ex_best, exchange_once_(&tr));
+    }
+    plain_free_(&buf);
     double sums[4] = {t_step / steps, t_ex / steps, t_ar / steps, (double)bytes / steps};
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 4, MPI_DOUBLE, MPI_SUM, w.comm));   // mean over ranks
     for (int i = 0; i < 4; i++) sums[i] /= w.size;
     if (w.rank == 0)
         printf("{\"bench\":\"exchange\",\"config\":\"%s\",\"P\":%d,\"steps\":%d,\"step_s\":%.4f,\"compute_s\":%.4f,"
-               "\"exchange_s\":%.5f,\"allreduce_s\":%.5f,\"wire_bytes_per_rank\":%.0f,\"exchange_alone_s\":%.5f,"
-               "\"plain_alltoall_s\":%.5f,\"exchange_over_plain\":%.2f,\"rows_only_s\":%.5f,\"plain_rows_s\":%.5f,"
-               "\"rows_over_plain\":%.2f}\n",
-               path, w.size, steps, sums[0], sums[0] - sums[1] - sums[2], sums[1], sums[2], sums[3], alone, plain,
-               plain > 0 ? alone / plain : 0.0, rows, plain_rows, plain_rows > 0 ? rows / plain_rows : 0.0);
+               "\"exchange_s\":%.5f,\"allreduce_s\":%.5f,\"wire_bytes_per_rank\":%.0f,\"reps\":%d,"
+               "\"exchange_alone_s\":%.6f,\"plain_alltoall_s\":%.6f,\"exchange_over_plain\":%.2f,"
+               "\"plan_s\":%.6f,\"plain_plan_s\":%.6f,\"rows_s\":%.6f,\"plain_rows_s\":%.6f,"
+               "\"grads_s\":%.6f,\"plain_grads_s\":%.6f,\"rows_over_plain\":%.2f}\n",
+               path, w.size, steps, sums[0], sums[0] - sums[1] - sums[2], sums[1], sums[2], sums[3], reps, ex_best.total,
+               pl_best.total, ex_best.total / pl_best.total, ex_best.plan, pl_best.plan, ex_best.fwd, pl_best.fwd,
+               ex_best.bwd, pl_best.bwd, (ex_best.fwd + ex_best.bwd) / (pl_best.fwd + pl_best.bwd));
     free(x), free(y), free(xn), free(yn);
     trainer_free(&tr);
     config_free(&c);

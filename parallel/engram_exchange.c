@@ -2,8 +2,9 @@
  * engram_exchange.c — the all-to-all exchange of Engram rows and their gradients
  * (engram_exchange.h). A plan is built in three stages: local grouping by owner and the counts
  * (MPI_Ialltoall), then the keys (MPI_Ialltoallv), then the owners' dedup. The blocking path runs
- * them back to back; the prefetch path posts them for the next step and advances them whenever
- * the training step calls exchange_progress.
+ * them back to back with blocking collectives (faster than nonblocking ones waited for at once); the
+ * prefetch path posts them for the next step and advances them whenever the training step calls
+ * exchange_progress. Per-step arrays keep their capacity from step to step.
  */
 #include "engram_exchange.h"
 
@@ -18,13 +19,31 @@ static void plan_alloc_(ExchangePlan* p, int P) {
     p->sdispl = callocCheck(P, sizeof(int));
     p->rcount = callocCheck(P, sizeof(int));
     p->rdispl = callocCheck(P, sizeof(int));
+    p->swire = callocCheck(P, sizeof(int));
+    p->rwire = callocCheck(P, sizeof(int));
 }
 
-/* Drop the per-step arrays (the [P] count arrays stay). */
-static void plan_clear_(ExchangePlan* p) {
-    free(p->skeys), free(p->spos), free(p->rkeys), free(p->own_keys), free(p->own_inv);
-    p->skeys = p->spos = p->rkeys = p->own_keys = p->own_inv = NULL;
-    p->stage = 0;
+static void plan_free_(ExchangePlan* p) {
+    free(p->skeys), free(p->spos), free(p->owner), free(p->rkeys), free(p->own_keys), free(p->own_inv);
+    free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl), free(p->swire), free(p->rwire);
+}
+
+/* Grow the per-step arrays to n_unique / n_recv entries. They are kept from step to step: fresh
+ * megabyte allocations every step would page-fault every step. */
+static void plan_reserve_unique_(ExchangePlan* p, int64_t n) {
+    if (n <= p->cap_unique) return;
+    p->cap_unique = n + n / 4;
+    p->skeys = reallocCheck(p->skeys, (size_t)p->cap_unique * sizeof(int64_t));
+    p->spos = reallocCheck(p->spos, (size_t)p->cap_unique * sizeof(int64_t));
+    p->owner = reallocCheck(p->owner, (size_t)p->cap_unique * sizeof(int));
+}
+
+static void plan_reserve_recv_(ExchangePlan* p, int64_t n) {
+    if (n <= p->cap_recv) return;
+    p->cap_recv = n + n / 4;
+    p->rkeys = reallocCheck(p->rkeys, (size_t)p->cap_recv * sizeof(int64_t));
+    p->own_keys = reallocCheck(p->own_keys, (size_t)p->cap_recv * sizeof(int64_t));
+    p->own_inv = reallocCheck(p->own_inv, (size_t)p->cap_recv * sizeof(int64_t));
 }
 
 void exchange_init(Exchange* ex, const Comm* comm, int Dh) {
@@ -40,8 +59,7 @@ void exchange_free(Exchange* ex) {
     for (int i = 0; i < 2; i++) {
         ExchangePlan* p = &ex->plan[i];
         if (p->req != MPI_REQUEST_NULL) MPI_Wait(&p->req, MPI_STATUS_IGNORE);
-        plan_clear_(p);
-        free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl);
+        plan_free_(p);
     }
     for (int l = 0; l < ex->n_stamped; l++) free(ex->stamp[l]), free(ex->slot[l]);
     free(ex->stamp), free(ex->slot);
@@ -61,9 +79,9 @@ static int64_t displs_(const int* count, int* displ, int P) {
     return s;
 }
 
-/* Stage 1: group the unique keys by owner (a stable counting sort keeps key order within an owner)
- * and post the counts. */
-static void plan_begin_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
+/* Stage 1: group the unique keys by owner (a stable counting sort keeps key order within an owner);
+ * the counts are then exchanged (blocking or posted by the caller). */
+static void plan_group_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
     const int P = ex->comm->size;
     if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing)
         ex->tab = t;
@@ -76,29 +94,48 @@ static void plan_begin_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const E
             for (int64_t r = 0; r < t->local[l]; r++) ex->stamp[l][r] = -1;
         }
     }
-    plan_clear_(p);
+    p->stage = 0;
     p->n_unique = rs->n_unique;
     p->lookups = (int64_t)rs->n_layers * rs->n_pos;
-    size_t nu = (size_t)rs->n_unique;
-    int* own = mallocCheck((nu ? nu : 1) * sizeof(int));
+    const int64_t nu = rs->n_unique;
+    plan_reserve_unique_(p, nu + 1);
     memset(p->scount, 0, P * sizeof(int));
-    for (size_t i = 0; i < nu; i++) {
+    // owners by walking the row blocks: the keys are sorted, so within a layer the owner only grows
+    // (a division per key costs more than the rest of the grouping)
+    int layer = -1, o = 0;
+    int64_t blk = 1, lo = 0, hi = 0;   // rank o owns rows [lo, hi) of the layer
+    for (int64_t i = 0; i < nu; i++) {
         int l = ROWKEY_LAYER(rs->keys[i]);
-        p->scount[own[i] = shard_row_owner(ROWKEY_ROW(rs->keys[i]), t->rows[l], P)]++;
+        int64_t row = ROWKEY_ROW(rs->keys[i]);
+        if (l != layer || row < lo) {   // a new layer (or, defensively, keys out of order)
+            layer = l;
+            blk = shard_block_rows(t->rows[l], P);
+            o = shard_row_owner(row, t->rows[l], P);
+            lo = o * blk, hi = lo + blk;
+        }
+        while (row >= hi) o++, lo = hi, hi += blk;
+        p->scount[p->owner[i] = o]++;
     }
     displs_(p->scount, p->sdispl, P);
-    p->skeys = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
-    p->spos = mallocCheck((nu ? nu : 1) * sizeof(int64_t));
     int* fill = callocCheck(P, sizeof(int));
-    for (size_t i = 0; i < nu; i++) {
-        int64_t j = p->sdispl[own[i]] + fill[own[i]]++;
+    for (int64_t i = 0; i < nu; i++) {
+        int64_t j = p->sdispl[p->owner[i]] + fill[p->owner[i]]++;
         p->skeys[j] = rs->keys[i];
         p->spos[i] = j;
     }
     free(fill);
-    free(own);
-    mpiCheck(MPI_Ialltoall(p->scount, 1, MPI_INT, p->rcount, 1, MPI_INT, ex->comm->comm, &p->req));
-    p->stage = 1;
+    memcpy(p->swire, p->scount, P * sizeof(int));
+    p->swire[ex->comm->rank] = 0;
+}
+
+/* Counts in: size the receive side and copy this rank's keys to itself (MPI moves the others). */
+static void plan_counts_in_(Exchange* ex, ExchangePlan* p) {
+    const int P = ex->comm->size, me = ex->comm->rank;
+    p->n_recv = displs_(p->rcount, p->rdispl, P);
+    memcpy(p->rwire, p->rcount, P * sizeof(int));
+    p->rwire[me] = 0;
+    plan_reserve_recv_(p, p->n_recv + 1);
+    memcpy(p->rkeys + p->rdispl[me], p->skeys + p->sdispl[me], (size_t)p->scount[me] * sizeof(int64_t));
 }
 
 /* The distinct rows among the keys asked of this rank, in order of first request, found through
@@ -107,8 +144,6 @@ static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
     const EngramTables* t = ex->tab;
     int64_t stamp = ex->plans++;
     size_t n = (size_t)p->n_recv;
-    p->own_inv = mallocCheck((n ? n : 1) * sizeof(int64_t));
-    p->own_keys = mallocCheck((n ? n : 1) * sizeof(int64_t));
     p->n_own = 0;
     for (size_t i = 0; i < n; i++) {
         int l = ROWKEY_LAYER(p->rkeys[i]);
@@ -125,7 +160,7 @@ static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
     }
 }
 
-/* Stages 2 and 3, each once its messages are in. With wait, block until the plan is ready. */
+/* Stages 2 and 3 of a posted plan, each once its messages are in. With wait, block until ready. */
 static void plan_advance_(Exchange* ex, ExchangePlan* p, int wait) {
     while (p->stage == 1 || p->stage == 2) {
         int done = 0;
@@ -133,9 +168,8 @@ static void plan_advance_(Exchange* ex, ExchangePlan* p, int wait) {
         else mpiCheck(MPI_Test(&p->req, &done, MPI_STATUS_IGNORE));
         if (!done) return;
         if (p->stage == 1) {   // counts in: post the keys
-            p->n_recv = displs_(p->rcount, p->rdispl, ex->comm->size);
-            p->rkeys = mallocCheck((size_t)(p->n_recv ? p->n_recv : 1) * sizeof(int64_t));
-            mpiCheck(MPI_Ialltoallv(p->skeys, p->scount, p->sdispl, MPI_INT64_T, p->rkeys, p->rcount, p->rdispl,
+            plan_counts_in_(ex, p);
+            mpiCheck(MPI_Ialltoallv(p->skeys, p->swire, p->sdispl, MPI_INT64_T, p->rkeys, p->rwire, p->rdispl,
                                     MPI_INT64_T, ex->comm->comm, &p->req));
             p->stage = 2;
         } else {               // keys in: the distinct rows asked of this rank, and where each request's gradient goes
@@ -168,15 +202,23 @@ static void plan_activate_(Exchange* ex) {
 void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t) {
     double t0 = engram_now();
     ExchangePlan* p = &ex->plan[ex->cur];
-    plan_begin_(ex, p, rs, t);
-    plan_advance_(ex, p, 1);
+    plan_group_(ex, p, rs, t);   // blocking collectives here: nothing to overlap with
+    mpiCheck(MPI_Alltoall(p->scount, 1, MPI_INT, p->rcount, 1, MPI_INT, ex->comm->comm));
+    plan_counts_in_(ex, p);
+    mpiCheck(MPI_Alltoallv(p->skeys, p->swire, p->sdispl, MPI_INT64_T, p->rkeys, p->rwire, p->rdispl, MPI_INT64_T,
+                           ex->comm->comm));
+    owner_dedup_(ex, p);
+    p->stage = 3;
     plan_activate_(ex);
     ex->st.seconds = engram_now() - t0;
 }
 
 void exchange_plan_next(Exchange* ex, const RowSet* rs, const EngramTables* t) {
     double t0 = engram_now();
-    plan_begin_(ex, &ex->plan[1 - ex->cur], rs, t);
+    ExchangePlan* p = &ex->plan[1 - ex->cur];
+    plan_group_(ex, p, rs, t);
+    mpiCheck(MPI_Ialltoall(p->scount, 1, MPI_INT, p->rcount, 1, MPI_INT, ex->comm->comm, &p->req));
+    p->stage = 1;
     ex->st.seconds += engram_now() - t0;
 }
 
@@ -201,10 +243,16 @@ const int64_t* exchange_positions(const Exchange* ex) { return ex->plan[ex->cur]
 void exchange_forward(Exchange* ex, const EngramTables* t) {
     double t0 = engram_now();
     const ExchangePlan* p = &ex->plan[ex->cur];
-    tables_gather_local(t, p->rkeys, p->n_recv, ex->rrows);   // owners copy the rows asked of them
-    mpiCheck(MPI_Alltoallv(ex->rrows, p->rcount, p->rdispl, ex->row_t, ex->srows, p->scount, p->sdispl, ex->row_t,
+    const int me = ex->comm->rank;
+    const size_t Dh = (size_t)ex->Dh;
+    // owners copy the rows asked of them: other ranks' into rrows for MPI, their own straight into srows
+    tables_gather_local(t, p->rkeys, p->rdispl[me], ex->rrows);
+    tables_gather_local(t, p->rkeys + p->rdispl[me], p->rcount[me], ex->srows + (size_t)p->sdispl[me] * Dh);
+    int64_t after = (int64_t)p->rdispl[me] + p->rcount[me];
+    tables_gather_local(t, p->rkeys + after, p->n_recv - after, ex->rrows + (size_t)after * Dh);
+    mpiCheck(MPI_Alltoallv(ex->rrows, p->rwire, p->rdispl, ex->row_t, ex->srows, p->swire, p->sdispl, ex->row_t,
                            ex->comm->comm));
-    int64_t row_bytes = (int64_t)ex->Dh * (int64_t)sizeof(float);
+    int64_t row_bytes = (int64_t)(Dh * sizeof(float));
     ex->st.bytes_sent += ex->st.served * row_bytes;
     ex->st.bytes_recv += ex->st.remote * row_bytes;
     ex->st.seconds += engram_now() - t0;
@@ -213,15 +261,19 @@ void exchange_forward(Exchange* ex, const EngramTables* t) {
 void exchange_backward(Exchange* ex) {
     double t0 = engram_now();
     const ExchangePlan* p = &ex->plan[ex->cur];
+    const int me = ex->comm->rank;
     const size_t Dh = (size_t)ex->Dh;
     // the forward's split tables in reverse: what this rank received then, it sends back now
-    mpiCheck(MPI_Alltoallv(ex->srows, p->scount, p->sdispl, ex->row_t, ex->rrows, p->rcount, p->rdispl, ex->row_t,
+    mpiCheck(MPI_Alltoallv(ex->srows, p->swire, p->sdispl, ex->row_t, ex->rrows, p->rwire, p->rdispl, ex->row_t,
                            ex->comm->comm));
-    // rrows is grouped by asking rank, ascending: summing in buffer order sums in rank order
+    // contributions are grouped by asking rank, ascending, so summing in that order sums in rank
+    // order; this rank's own sit in srows (they never went through MPI)
     memset(ex->own_grads, 0, (size_t)p->n_own * Dh * sizeof(float));
+    const int64_t self_lo = p->rdispl[me], self_hi = self_lo + p->rcount[me];
     for (int64_t i = 0; i < p->n_recv; i++) {
         float* g = ex->own_grads + (size_t)p->own_inv[i] * Dh;
-        const float* c = ex->rrows + (size_t)i * Dh;
+        const float* c = i >= self_lo && i < self_hi ? ex->srows + (size_t)(p->sdispl[me] + (i - self_lo)) * Dh
+                                                     : ex->rrows + (size_t)i * Dh;
         for (size_t j = 0; j < Dh; j++) g[j] += c[j];
     }
     int64_t row_bytes = (int64_t)(Dh * sizeof(float));

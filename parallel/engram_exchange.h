@@ -7,8 +7,9 @@
  *   forward:  owners copy the rows → rows back (MPI_Alltoallv) → the asker's unique-row buffer
  *   backward: unique-row gradients along the same split tables in reverse; each owner sums the
  *             contributions for a row in rank order, ready for the sparse optimizer
- * One exchange per step covers every Engram layer. A rank's requests to itself go through the same
- * calls (MPI copies them locally) and are not counted as wire bytes.
+ * One exchange per step covers every Engram layer. A rank's requests to itself skip MPI: its keys,
+ * rows and gradients are copied (or summed) straight between its own buffers, at their place in
+ * rank order, and are not counted as wire bytes.
  *
  * Not here: hashing and dedup of the local batch (src/engram_rows.c), the optimizer (src/optim.c).
  */
@@ -46,6 +47,9 @@ typedef struct {
     int64_t n_own;          // distinct keys among rkeys: the rows this rank updates
     int64_t* own_keys;      // [n_own] in order of first request (deterministic)
     int64_t* own_inv;       // [n_recv] index into own_keys
+    int* owner;             // [n_unique] scratch of the grouping: owner of unique key u
+    int *swire, *rwire;     // [P] scount / rcount with this rank's own entry 0: what MPI moves
+    int64_t cap_unique, cap_recv;   // capacities of the per-step arrays (kept from step to step)
 } ExchangePlan;
 
 typedef struct {

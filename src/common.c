@@ -52,6 +52,14 @@ void* engram_calloc_at(size_t count, size_t size, const char* file, int line) {
     return p;
 }
 
+void* engram_calloc_pages_at(size_t count, size_t size, const char* file, int line) {
+    size_t n = (count ? count : 1) * (size ? size : 1);
+    void* p = NULL;
+    if (posix_memalign(&p, 4096, n)) oom_(n, file, line);
+    memset(p, 0, n);
+    return p;
+}
+
 void* engram_realloc_at(void* p, size_t n, const char* file, int line) {
     void* q = realloc(p, n ? n : 1);
     if (!q) oom_(n, file, line);

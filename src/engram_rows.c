@@ -99,10 +99,10 @@ void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int
         t->rows[l] = rows[l];
         shard_row_range(rows[l], P, rank, &t->first[l], &t->local[l]);
         size_t n = (size_t)t->local[l] * Dh;
-        t->table[l] = callocCheck(n, sizeof(float));
-        t->m[l] = callocCheck(n, sizeof(float));
-        t->v[l] = callocCheck(n, sizeof(float));
-        t->updates[l] = callocCheck((size_t)t->local[l], sizeof(int64_t));
+        t->table[l] = callocPagesCheck(n, sizeof(float));   // page-aligned: checkpoints are read into them
+        t->m[l] = callocPagesCheck(n, sizeof(float));
+        t->v[l] = callocPagesCheck(n, sizeof(float));
+        t->updates[l] = callocPagesCheck((size_t)t->local[l], sizeof(int64_t));
     }
 }
 
@@ -135,8 +135,13 @@ void tables_free(EngramTables* t) {
     memset(t, 0, sizeof *t);
 }
 
+/* Gathers of at least this many floats (16 MB) use OpenMP threads. */
+#define GATHER_PARALLEL_FLOATS_ ((int64_t)1 << 22)
+
 void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out) {
-#pragma omp parallel for schedule(static)
+    // threads only for large gathers: a team costs more than it saves on a few MB (and much more
+    // where ranks already fill the cores)
+#pragma omp parallel for schedule(static) if (n * t->Dh >= GATHER_PARALLEL_FLOATS_)
     for (int64_t i = 0; i < n; i++) {
         int l = ROWKEY_LAYER(keys[i]);
         int64_t r = ROWKEY_ROW(keys[i]) - t->first[l];

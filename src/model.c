@@ -88,10 +88,11 @@ void model_init_ep(Model* m, const Config* c, int B, int ep, int ep_rank) {
     hash_init_(m, c);
     tensors_build(&m->tt, c, m->hash.rows);
     if (ep > 1) tensors_shard_experts(&m->tt, ep, ep_rank);
-    m->params = fbuf_(m->tt.dense_numel);
-    m->grads = fbuf_(m->tt.dense_numel);
-    m->m = fbuf_(m->tt.dense_numel);
-    m->v = fbuf_(m->tt.dense_numel);
+    // page-aligned: checkpoints are read straight into them (common.h, callocPagesCheck)
+    m->params = callocPagesCheck(m->tt.dense_numel, sizeof(float));
+    m->grads = callocPagesCheck(m->tt.dense_numel, sizeof(float));
+    m->m = callocPagesCheck(m->tt.dense_numel, sizeof(float));
+    m->v = callocPagesCheck(m->tt.dense_numel, sizeof(float));
     tensors_point(&m->P, &m->tt, m->params);
     tensors_point(&m->dP, &m->tt, m->grads);
     m->edims = (EngramDims){.B = B, .T = m->T, .G = m->G, .D = m->D, .Ein = m->Ein, .K = c->engram.kernel_size,

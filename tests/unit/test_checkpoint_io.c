@@ -1,0 +1,111 @@
+/*
+ * test_checkpoint_io.c — the piece-wise dataset I/O under checkpoints (io/checkpoint_layout.h):
+ * the dataset checksum against its formula written out here, and reads into memory that is not
+ * aligned like the file (they go through a bounce buffer) against the bytes that were written.
+ * Sequential HDF5 driver, one process; the collective paths are covered by tests/mpi/checkpoint_*.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint_layout.h"
+#include "common.h"
+
+/* docs/checkpoint.md: Σ over 32-bit words w_i of (w_i xor 0x9e3779b9)·(2i+1 mod 2^32) mod 2^64. */
+static uint64_t formula_(const void* data, size_t nbytes, uint64_t first_word) {
+    uint64_t s = 0;
+    for (size_t k = 0; k < nbytes / 4; k++) {
+        uint32_t w;
+        memcpy(&w, (const char*)data + 4 * k, 4);
+        s += (uint64_t)(w ^ 0x9e3779b9u) * (uint32_t)(2 * (first_word + k) + 1);
+    }
+    return s;
+}
+
+static void fill_(void* p, size_t n, uint32_t seed) {
+    uint32_t x = seed;
+    for (size_t i = 0; i < n; i++) x = x * 1664525u + 1013904223u, ((unsigned char*)p)[i] = (unsigned char)(x >> 24);
+}
+
+static void checksum_equals_formula(void** state) {
+    (void)state;
+    const size_t n = (3u << 20) + 12;   // several 256 KiB blocks, a vector tail and a scalar tail
+    char* a = mallocCheck(n + 8);
+    char* copy = mallocCheck(n + 8);
+    fill_(a, n + 8, 7);
+    const size_t lens[] = {0, 4, 60, 64, 68, 1000, n};
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++)
+        for (int off = 0; off < 8; off += 4)   // words at unaligned addresses too
+            for (uint64_t first = 0; first < 3000000000u; first += 1500000001u) {   // weights past 2^32 wrap
+                uint64_t want = formula_(a + off, lens[i], first);
+                assert_true(ckpt_checksum(a + off, lens[i], first) == want);
+                assert_true(ckpt_checksum_reference(a + off, lens[i], first) == want);
+                memset(copy, 0, n + 8);
+                assert_true(ckpt_copy_checksum(copy + 4, a + off, lens[i], first) == want);
+                assert_memory_equal(copy + 4, a + off, lens[i]);
+            }
+    free(a);
+    free(copy);
+}
+
+/* Write a [rows, cols] float dataset (datasets of 64 KiB and more on 4 KiB, as checkpoints do),
+ * then read rows [lo, hi) into dst; returns the read's checksum. */
+static uint64_t write_then_read_(const char* path, const float* src, int64_t rows, int64_t cols, int64_t lo,
+                                 int64_t hi, void* dst) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_alignment(fapl, (hsize_t)64 << 10, 4096);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    assert_true(f >= 0);
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    hid_t ds = H5Dcreate2(f, "x", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    size_t row_bytes = (size_t)cols * 4;
+    uint64_t wsum = 0, rsum = 0;
+    assert_true(ckpt_rows_io(1, ds, H5T_NATIVE_FLOAT, H5P_DEFAULT, 0, rows, rows, row_bytes, (void*)src, &wsum) >= 0);
+    assert_true(wsum == formula_(src, (size_t)rows * row_bytes, 0));
+    assert_true(ckpt_rows_io(0, ds, H5T_NATIVE_FLOAT, H5P_DEFAULT, lo, hi, hi - lo, row_bytes, dst, &rsum) >= 0);
+    H5Dclose(ds), H5Pclose(dcpl), H5Sclose(sp), H5Fclose(f), H5Pclose(fapl);
+    return rsum;
+}
+
+static void misaligned_read_equals_written(void** state) {
+    (void)state;
+    char path[] = "/tmp/engram_test_ckio_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    const int64_t rows = 9001, cols = 37;   // 1.3 MB: more than one read piece; rows not a multiple of anything
+    float* src = callocPagesCheck((size_t)rows * cols, sizeof(float));
+    fill_(src, (size_t)rows * cols * 4, 11);
+    char* dst = callocPagesCheck((size_t)rows * cols * 4 + 64, 1);
+    const int64_t ranges[][2] = {{0, rows}, {5, 8999}, {3, 400}};   // whole, most, one small piece
+    const int shifts[] = {0, 4, 16, 60};                            // 0: direct; others: through the bounce buffer
+    for (size_t r = 0; r < sizeof ranges / sizeof *ranges; r++)
+        for (size_t k = 0; k < sizeof shifts / sizeof *shifts; k++) {
+            int64_t lo = ranges[r][0], hi = ranges[r][1];
+            size_t nbytes = (size_t)(hi - lo) * cols * 4;
+            memset(dst, 0xee, (size_t)rows * cols * 4 + 64);
+            uint64_t sum = write_then_read_(path, src, rows, cols, lo, hi, dst + shifts[k]);
+            assert_memory_equal(dst + shifts[k], (const char*)src + (size_t)lo * cols * 4, nbytes);
+            assert_true((unsigned char)dst[shifts[k] + nbytes] == 0xee);   // nothing written past the rows
+            assert_true(sum == formula_(dst + shifts[k], nbytes, (uint64_t)lo * cols));
+        }
+    free(src);
+    free(dst);
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(checksum_equals_formula),
+        cmocka_unit_test(misaligned_read_equals_written),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
