@@ -113,7 +113,8 @@ static void cuda_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float a
     if (be->precision == BACKEND_BF16) {
         // bf16 copies of the spans A and B cover (views of one buffer simply get copied twice)
         const size_t na = span_(ta ? K : M, ta ? M : K, lda, sA, batch), nb = span_(tb ? N : K, tb ? K : N, ldb, sB, batch);
-        const size_t need = (na + nb) * 2;
+        const size_t boff = (na * 2 + 255) / 256 * 256;   // B's copy starts 256-byte aligned
+        const size_t need = boff + nb * 2;
         if (im->bf16_bytes < need) {
             cudaCheck(cudaStreamSynchronize(im->stream));
             cudaCheck(cudaFree(im->bf16));
@@ -121,9 +122,9 @@ static void cuda_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float a
             im->bf16_bytes = need;
         }
         kernels_to_bf16(im->bf16, A, na, im->stream);
-        kernels_to_bf16((char*)im->bf16 + na * 2, B, nb, im->stream);
+        kernels_to_bf16((char*)im->bf16 + boff, B, nb, im->stream);
         launchCheck();
-        a = im->bf16, b = (char*)im->bf16 + na * 2;
+        a = im->bf16, b = (char*)im->bf16 + boff;
         type = CUDA_R_16BF;
     }
     cublasCheck(cublasGemmStridedBatchedEx(im->blas, opB, opA, N, M, K, &alpha, b, type, ldb, sB, a, type, lda, sA,
