@@ -24,6 +24,7 @@
 #include "common.h"
 #include "compress.h"
 #include "dataset.h"
+#include "device.h"
 #include "grad_sync.h"
 #include "shard.h"
 #include "tokenizer.h"
@@ -276,6 +277,13 @@ int cmd_train(int argc, char** argv) {
     Config c;
     char err[8192] = "";
     if (config_load(&c, argv[1], argc - 2, argv + 2, err, sizeof err) != 0) fail_(&w, "%s", err);
+    if (c.parallel.device == DEVICE_CUDA) {   // refused before anything is read (docs/gpu.md)
+        int no_gpu = w.rank == 0 ? device_probe(DEVICE_CUDA, err, sizeof err) : 0;
+        if (!no_gpu && w.rank == 0)
+            engram_errf(err, sizeof err, "parallel.device=cuda: the CUDA backend passes its op tests, but the model "
+                                         "does not run on it yet (docs/gpu.md); use parallel.device=cpu");
+        agree_(&w, -1, err, sizeof err);
+    }
     Vocab vocab;
     vocab_setup_(&w, &c, &vocab);
     const int B = c.train.batch_size, T = c.model.seq_len;

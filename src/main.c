@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "device.h"
 
 typedef struct {
     const char* name;
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("engram %s\n", ENGRAM_VERSION);
+        printf("engram %s (backends: cpu%s)\n", ENGRAM_VERSION, device_has_cuda() ? " cuda" : "");
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)

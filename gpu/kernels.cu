@@ -1,0 +1,285 @@
+/*
+ * kernels.cu — the CUDA kernels of the backend (kernels.h): RMSNorm, RoPE, the causal softmax of
+ * attention, SwiGLU, cross-entropy, the embedding, Σg², Adam(W) and the lazy Adam of Engram rows.
+ * Each mirrors its CPU twin in ops.c / optim.c line by line, so the tests can hold them to ~1e-5.
+ *
+ * Deliberately plain: one block of 256 threads per row for the row-wise ops (block reductions in
+ * shared memory), one thread per element elsewhere, sums over tokens done by one thread per
+ * column in token order (deterministic, as the CPU). Speed comes later, measured on a GPU.
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+
+#include "kernels.h"
+
+#define THREADS 256
+
+static unsigned grid_(size_t n) { return (unsigned)((n + THREADS - 1) / THREADS); }
+
+/* ---- block reductions (every thread gets the result) -------------------------------------------- */
+
+template <typename T, typename Op>
+__device__ T block_reduce_(T v, Op op) {
+    __shared__ T buf[THREADS];
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = THREADS / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) buf[threadIdx.x] = op(buf[threadIdx.x], buf[threadIdx.x + s]);
+        __syncthreads();
+    }
+    T r = buf[0];
+    __syncthreads();   // buf is reused by the next reduction
+    return r;
+}
+struct Sum { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct Max { __device__ float operator()(float a, float b) const { return a > b ? a : b; } };
+
+/* ---- bf16 ------------------------------------------------------------------------------------------ */
+
+__global__ void to_bf16_(__nv_bfloat16* dst, const float* src, size_t n) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+extern "C" void kernels_to_bf16(void* dst, const float* src, size_t n, cudaStream_t st) {
+    if (n) to_bf16_<<<grid_(n), THREADS, 0, st>>>((__nv_bfloat16*)dst, src, n);
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------------- */
+
+__global__ void rmsnorm_forward_(float* out, float* rstd, const float* x, const float* w, int D, float eps) {
+    const float* xn = x + (size_t)blockIdx.x * D;
+    float ss = 0.0f;
+    for (int d = threadIdx.x; d < D; d += THREADS) ss += xn[d] * xn[d];
+    ss = block_reduce_(ss, Sum());
+    float r = 1.0f / sqrtf(ss / (float)D + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int d = threadIdx.x; d < D; d += THREADS) out[(size_t)blockIdx.x * D + d] = xn[d] * r * w[d];
+}
+extern "C" void kernels_rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D,
+                                        float eps, cudaStream_t st) {
+    if (N) rmsnorm_forward_<<<N, THREADS, 0, st>>>(out, rstd, x, w, D, eps);
+}
+
+// forward y = x·r·w, r = (mean(x²)+eps)^(-1/2): dx += r·(w⊙dy) − (r³/D)·x·Σ_d(w⊙dy⊙x)
+__global__ void rmsnorm_backward_dx_(float* dx, const float* dout, const float* x, const float* w,
+                                     const float* rstd, int D) {
+    const size_t o = (size_t)blockIdx.x * D;
+    float r = rstd[blockIdx.x], dot = 0.0f;
+    for (int d = threadIdx.x; d < D; d += THREADS) dot += w[d] * dout[o + d] * x[o + d];
+    dot = block_reduce_(dot, Sum());
+    float c = r * r * r * dot / (float)D;
+    for (int d = threadIdx.x; d < D; d += THREADS) dx[o + d] += r * w[d] * dout[o + d] - c * x[o + d];
+}
+// dw[d] += Σ_n dy⊙x·r, one thread per column, tokens in order (the CPU's order)
+__global__ void rmsnorm_backward_dw_(float* dw, const float* dout, const float* x, const float* rstd, int N, int D) {
+    int d = blockIdx.x * THREADS + threadIdx.x;
+    if (d >= D) return;
+    float acc = dw[d];
+    for (int n = 0; n < N; n++) acc += dout[(size_t)n * D + d] * x[(size_t)n * D + d] * rstd[n];
+    dw[d] = acc;
+}
+extern "C" void kernels_rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                                         const float* rstd, int N, int D, cudaStream_t st) {
+    if (!N) return;
+    rmsnorm_backward_dx_<<<N, THREADS, 0, st>>>(dx, dout, x, w, rstd, D);
+    rmsnorm_backward_dw_<<<grid_(D), THREADS, 0, st>>>(dw, dout, x, rstd, N, D);
+}
+
+/* ---- RoPE: one thread per rotated pair (bt, part, head, i) --------------------------------------- */
+
+__global__ void rope_apply_(float* qkv, long pairs, int T, int D, int nh, float base, float sgn) {
+    long k = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (k >= pairs) return;
+    const int hd = D / nh, half = hd / 2;
+    const int i = (int)(k % half), h = (int)(k / half % nh), part = (int)(k / half / nh % 2);
+    const long bt = k / half / nh / 2;
+    // the CPU's table: θ in double, cos/sin rounded to float
+    double theta = pow((double)base, -2.0 * i / hd) * (double)(bt % T);
+    float c = (float)cos(theta), s = sgn * (float)sin(theta);
+    float* x = qkv + (size_t)bt * 3 * D + (size_t)part * D + (size_t)h * hd;
+    float a = x[i], b = x[i + half];
+    x[i] = a * c - b * s;
+    x[i + half] = b * c + a * s;
+}
+extern "C" void kernels_rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse,
+                                   cudaStream_t st) {
+    const long pairs = (long)B * T * 2 * (D / 2);
+    if (pairs) rope_apply_<<<grid_(pairs), THREADS, 0, st>>>(qkv, pairs, T, D, nh, base, inverse ? -1.0f : 1.0f);
+}
+
+/* ---- causal softmax (attention) -------------------------------------------------------------------- */
+
+__global__ void causal_softmax_forward_(float* att, int T) {
+    float* p = att + (size_t)blockIdx.x * T;
+    const int t = (int)(blockIdx.x % T);
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s <= t; s += THREADS) mx = fmaxf(mx, p[s]);
+    mx = block_reduce_(mx, Max());
+    float sum = 0.0f;
+    for (int s = threadIdx.x; s <= t; s += THREADS) {
+        p[s] = expf(p[s] - mx);
+        sum += p[s];
+    }
+    sum = block_reduce_(sum, Sum());
+    const float inv = 1.0f / sum;
+    for (int s = threadIdx.x; s < T; s += THREADS) p[s] = s <= t ? p[s] * inv : 0.0f;
+}
+extern "C" void kernels_causal_softmax_forward(float* att, long rows, int T, cudaStream_t st) {
+    if (rows) causal_softmax_forward_<<<(unsigned)rows, THREADS, 0, st>>>(att, T);
+}
+
+// softmax backward: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the score scale
+__global__ void causal_softmax_backward_(float* dp, const float* p, int T, float scale) {
+    const size_t o = (size_t)blockIdx.x * T;
+    const int t = (int)(blockIdx.x % T);
+    float pdp = 0.0f;
+    for (int s = threadIdx.x; s <= t; s += THREADS) pdp += p[o + s] * dp[o + s];
+    pdp = block_reduce_(pdp, Sum());
+    for (int s = threadIdx.x; s < T; s += THREADS) dp[o + s] = s <= t ? p[o + s] * (dp[o + s] - pdp) * scale : 0.0f;
+}
+extern "C" void kernels_causal_softmax_backward(float* dp, const float* p, long rows, int T, float scale,
+                                                cudaStream_t st) {
+    if (rows) causal_softmax_backward_<<<(unsigned)rows, THREADS, 0, st>>>(dp, p, T, scale);
+}
+
+/* ---- SwiGLU ---------------------------------------------------------------------------------------- */
+
+__device__ float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void swiglu_forward_(float* g, const float* h1, const float* h3, long n) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) g[i] = h1[i] * sigmoid_(h1[i]) * h3[i];
+}
+// g = silu(a)·b with silu'(a) = σ(a)·(1 + a·(1 − σ(a)))
+__global__ void swiglu_backward_(float* dh1, float* dh3, const float* dg, const float* h1, const float* h3, long n) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    float s = sigmoid_(h1[i]);
+    dh3[i] = dg[i] * h1[i] * s;
+    dh1[i] = dg[i] * h3[i] * s * (1.0f + h1[i] * (1.0f - s));
+}
+extern "C" void kernels_swiglu_forward(float* g, const float* h1, const float* h3, long n, cudaStream_t st) {
+    if (n) swiglu_forward_<<<grid_(n), THREADS, 0, st>>>(g, h1, h3, n);
+}
+extern "C" void kernels_swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, const float* h3,
+                                        long n, cudaStream_t st) {
+    if (n) swiglu_backward_<<<grid_(n), THREADS, 0, st>>>(dh1, dh3, dg, h1, h3, n);
+}
+
+/* ---- cross-entropy: one block per token ------------------------------------------------------------ */
+
+__global__ void crossentropy_forward_(float* probs, double* loss, const int32_t* y, int V) {
+    float* z = probs + (size_t)blockIdx.x * V;
+    float mx = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += THREADS) mx = fmaxf(mx, z[v]);
+    mx = block_reduce_(mx, Max());
+    const float zy = z[y[blockIdx.x]] - mx;   // read by every thread before any is overwritten below
+    double sum = 0.0;                         // in double: V = 50k terms keep full accuracy
+    for (int v = threadIdx.x; v < V; v += THREADS) sum += (double)expf(z[v] - mx);
+    sum = block_reduce_(sum, Sum());
+    const float inv = (float)(1.0 / sum);
+    for (int v = threadIdx.x; v < V; v += THREADS) z[v] = expf(z[v] - mx) * inv;
+    if (threadIdx.x == 0) loss[blockIdx.x] = log(sum) - (double)zy;
+}
+extern "C" void kernels_crossentropy_forward(float* probs, double* loss, const int32_t* y, int N, int V,
+                                             cudaStream_t st) {
+    if (N) crossentropy_forward_<<<N, THREADS, 0, st>>>(probs, loss, y, V);
+}
+
+__global__ void crossentropy_backward_(float* probs, const int32_t* y, long NV, int V, float scale) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i >= NV) return;
+    float p = probs[i] * scale;
+    probs[i] = (i % V == y[i / V]) ? p - scale : p;
+}
+extern "C" void kernels_crossentropy_backward(float* probs, const int32_t* y, int N, int V, float scale,
+                                              cudaStream_t st) {
+    const long NV = (long)N * V;
+    if (NV) crossentropy_backward_<<<grid_(NV), THREADS, 0, st>>>(probs, y, NV, V, scale);
+}
+
+/* ---- embedding ------------------------------------------------------------------------------------- */
+
+__global__ void embedding_forward_(float* h, const float* wte, const int32_t* x, long n, int G, int D) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;   // over [N,G,D]
+    if (i < n) h[i] = wte[(size_t)x[i / D / G] * D + i % D];
+}
+extern "C" void kernels_embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D,
+                                          cudaStream_t st) {
+    const long n = (long)N * G * D;
+    if (n) embedding_forward_<<<grid_(n), THREADS, 0, st>>>(h, wte, x, n, G, D);
+}
+
+// forward copied row x[n] to every branch: the row gets the branch sum, one thread per column d
+// walking the tokens in order, so repeated ids add up exactly as on the CPU
+__global__ void embedding_backward_(float* dwte, const float* dh, const int32_t* x, int N, int G, int D) {
+    int d = blockIdx.x * THREADS + threadIdx.x;
+    if (d >= D) return;
+    for (int n = 0; n < N; n++) {
+        float s = 0.0f;
+        for (int g = 0; g < G; g++) s += dh[((size_t)n * G + g) * D + d];
+        dwte[(size_t)x[n] * D + d] += s;
+    }
+}
+extern "C" void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
+                                           cudaStream_t st) {
+    if (N && D) embedding_backward_<<<grid_(D), THREADS, 0, st>>>(dwte, dh, x, N, G, D);
+}
+
+/* ---- Σ g²: a fixed grid, so the summation order (and the result) is the same every call ------------ */
+
+extern "C" int kernels_sumsq_blocks(size_t n) {
+    size_t b = (n + THREADS - 1) / THREADS;
+    return b < 1 ? 1 : b > 1024 ? 1024 : (int)b;
+}
+__global__ void sumsq_(double* partial, const float* g, size_t n) {
+    double acc = 0.0;
+    for (size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x; i < n; i += (size_t)gridDim.x * THREADS)
+        acc += (double)g[i] * g[i];
+    acc = block_reduce_(acc, Sum());
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+extern "C" void kernels_sumsq(double* partial, const float* g, size_t n, cudaStream_t st) {
+    sumsq_<<<kernels_sumsq_blocks(n), THREADS, 0, st>>>(partial, g, n);
+}
+
+/* ---- Adam(W), in double as optim.c ------------------------------------------------------------------- */
+
+struct AdamK { double lr, decay, b1, b2, eps, bc1, bc2, scale; };
+
+__device__ void adam_one_(float* p, const float* g, float* m, float* v, const AdamK& k) {
+    double gi = (double)*g * k.scale;
+    double mi = k.b1 * *m + (1.0 - k.b1) * gi;
+    double vi = k.b2 * *v + (1.0 - k.b2) * gi * gi;
+    *m = (float)mi;
+    *v = (float)vi;
+    double pi = (double)*p * k.decay;   // decoupled decay (wd = 0 where none)
+    *p = (float)(pi - k.lr * (mi / k.bc1) / (sqrt(vi / k.bc2) + k.eps));
+}
+
+__global__ void adam_(float* p, const float* g, float* m, float* v, size_t n, AdamK k) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) adam_one_(p + i, g + i, m + i, v + i, k);
+}
+extern "C" void kernels_adam(float* p, const float* g, float* m, float* v, size_t n, double lr, double wd, double b1,
+                             double b2, double eps, double bc1, double bc2, double scale, cudaStream_t st) {
+    AdamK k = {lr, 1.0 - lr * wd, b1, b2, eps, bc1, bc2, scale};
+    if (n) adam_<<<grid_(n), THREADS, 0, st>>>(p, g, m, v, n, k);
+}
+
+// rows are distinct, so no two threads touch one element; the first column's thread counts the row
+__global__ void rows_adam_(float* table, float* m, float* v, int64_t* updates, const int64_t* rows, size_t n,
+                           const float* grads, int Dh, AdamK k) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [n, Dh]
+    if (i >= n) return;
+    const size_t o = (size_t)rows[i / Dh] * Dh + i % Dh;
+    adam_one_(table + o, grads + i, m + o, v + o, k);
+    if (i % Dh == 0) updates[rows[i / Dh]]++;
+}
+extern "C" void kernels_rows_adam(float* table, float* m, float* v, int64_t* updates, const int64_t* rows, int64_t n,
+                                  const float* grads, int Dh, double lr, double b1, double b2, double eps,
+                                  double bc1, double bc2, double scale, cudaStream_t st) {
+    AdamK k = {lr, 1.0, b1, b2, eps, bc1, bc2, scale};
+    const size_t total = (size_t)n * Dh;
+    if (total) rows_adam_<<<grid_(total), THREADS, 0, st>>>(table, m, v, updates, rows, total, grads, Dh, k);
+}

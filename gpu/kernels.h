@@ -1,0 +1,62 @@
+/*
+ * kernels.h — the CUDA kernels of the backend (gpu/kernels.cu), as C-callable launchers on a
+ * stream. Each keeps the contract of its ops.h / optim.c twin (what accumulates with +=, what is
+ * overwritten, the summation order where it decides determinism); gpu/backend_cuda.c wires them
+ * into the Backend interface and composes attention from cuBLAS and the softmax kernels below.
+ *
+ * All pointers are device pointers. Simple and correct rather than fast: one thread block per row
+ * for the row-wise ops, one thread per element for the rest.
+ */
+#ifndef ENGRAM_GPU_KERNELS_H
+#define ENGRAM_GPU_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* dst [n] bfloat16 (round to nearest even) of src [n]. */
+void kernels_to_bf16(void* dst, const float* src, size_t n, cudaStream_t st);
+
+void kernels_rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps,
+                             cudaStream_t st);
+void kernels_rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                              const float* rstd, int N, int D, cudaStream_t st);
+void kernels_rope_apply(float* qkv, int B, int T, int D, int nh, float base, int inverse, cudaStream_t st);
+
+/* att [rows,T], row r is query t = r mod T: softmax over s ≤ t in place, zeros above. */
+void kernels_causal_softmax_forward(float* att, long rows, int T, cudaStream_t st);
+/* dp [rows,T] in place: p·(dp − Σ_s p·dp)·scale over s ≤ t, zeros above. */
+void kernels_causal_softmax_backward(float* dp, const float* p, long rows, int T, float scale, cudaStream_t st);
+
+void kernels_swiglu_forward(float* g, const float* h1, const float* h3, long n, cudaStream_t st);
+void kernels_swiglu_backward(float* dh1, float* dh3, const float* dg, const float* h1, const float* h3, long n,
+                             cudaStream_t st);
+
+/* probs [N,V] logits → probabilities in place; loss [N] (double) −log p[n, y[n]]. */
+void kernels_crossentropy_forward(float* probs, double* loss, const int32_t* y, int N, int V, cudaStream_t st);
+void kernels_crossentropy_backward(float* probs, const int32_t* y, int N, int V, float scale, cudaStream_t st);
+
+void kernels_embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D, cudaStream_t st);
+void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
+                                cudaStream_t st);
+
+/* partial [blocks] sums of g², blocks = kernels_sumsq_blocks(n); the caller adds them in order. */
+int kernels_sumsq_blocks(size_t n);
+void kernels_sumsq(double* partial, const float* g, size_t n, cudaStream_t st);
+
+/* One Adam(W) step; bc1 = 1 − β1^t, bc2 = 1 − β2^t computed by the caller. */
+void kernels_adam(float* p, const float* g, float* m, float* v, size_t n, double lr, double wd, double b1,
+                  double b2, double eps, double bc1, double bc2, double scale, cudaStream_t st);
+void kernels_rows_adam(float* table, float* m, float* v, int64_t* updates, const int64_t* rows, int64_t n,
+                       const float* grads, int Dh, double lr, double b1, double b2, double eps, double bc1,
+                       double bc2, double scale, cudaStream_t st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

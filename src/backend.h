@@ -1,0 +1,101 @@
+/*
+ * backend.h — the compute backend behind one interface (docs/gpu.md): device memory, GEMMs, the
+ * model's non-GEMM kernels and the collectives over ranks. The model code calls these through a
+ * Backend and never knows which one it holds, so there is one training loop and one orchestration
+ * of the layers for every device.
+ *
+ * Implementations: "cpu" (src/backend_cpu.c: host memory, the ops of ops.c / optim.c; its
+ * collectives are MPI, set by parallel/device.c) and "cuda" (gpu/: cudaMalloc, cuBLAS, the kernels
+ * of gpu/kernels.cu, NCCL). parallel/device.h opens one for a rank.
+ *
+ * Every pointer an op takes is a DEVICE pointer of that backend (host memory on the CPU backend),
+ * except the scalars and the AdamStep. Ops run in order on one stream; results reach the host only
+ * through to_host, which waits. The kernels keep the contracts of ops.h (what accumulates with +=,
+ * what is overwritten), so the CPU backend is ops.c itself.
+ *
+ * Not here: the order of ops (the model), hashing (stays on the host), files.
+ */
+#ifndef ENGRAM_BACKEND_H
+#define ENGRAM_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Precision of the GEMMs. fp32: exact fp32 products (the mode tests compare across devices);
+ * bf16: inputs rounded to bfloat16, products accumulated in fp32, fp32 results (the fp32 master
+ * weights and everything outside the GEMMs stay fp32). The CPU backend always computes in fp32. */
+typedef enum { BACKEND_FP32 = 0, BACKEND_BF16 = 1 } BackendPrecision;
+
+/* One Adam(W) update (optim.c's math): decoupled decay wd, bias corrections for step t (1-based),
+ * gradients multiplied by grad_scale first. */
+typedef struct {
+    double lr, wd, beta1, beta2, eps, grad_scale;
+    int64_t t;
+} AdamStep;
+
+typedef struct Backend Backend;
+struct Backend {
+    const char* name;   // "cpu" | "cuda"
+    int precision;      // BackendPrecision of gemm
+    int rank, size;     // this rank and P, in the world the collectives run over
+    void* impl;         // the implementation's state (handles, stream, scratch)
+
+    /* ---- memory ---------------------------------------------------------------------------- */
+    void* (*alloc)(Backend* be, size_t bytes);   // zero-filled; dies on failure
+    void (*free)(Backend* be, void* p);
+    void (*to_device)(Backend* be, void* dst, const void* src, size_t bytes);   // host → device
+    void (*to_host)(Backend* be, void* dst, const void* src, size_t bytes);     // device → host, waits
+    void (*copy)(Backend* be, void* dst, const void* src, size_t bytes);        // device → device
+
+    /* ---- GEMM: C_i[M,N] = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major, op =
+     * transpose when ta / tb is 1, X_i = X + i·sX (strides in floats). In `precision`. */
+    void (*gemm)(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
+                 long long sA, const float* B, int ldb, long long sB, float beta, float* C, int ldc, long long sC,
+                 int batch);
+
+    /* ---- kernels: the contracts of ops.h ---------------------------------------------------- */
+    void (*rmsnorm_forward)(Backend* be, float* out, float* rstd, const float* x, const float* w, int N, int D,
+                            float eps);
+    void (*rmsnorm_backward)(Backend* be, float* dx, float* dw, const float* dout, const float* x, const float* w,
+                             const float* rstd, int N, int D);
+    void (*rope_apply)(Backend* be, float* qkv, int B, int T, int D, int nh, float base, int inverse);
+    void (*attention_forward)(Backend* be, float* out, float* att, const float* qkv, int B, int T, int D, int nh);
+    void (*attention_backward)(Backend* be, float* dqkv, const float* dout, const float* qkv, const float* att,
+                               float* scratch, int B, int T, int D, int nh);
+    void (*swiglu_forward)(Backend* be, float* g, const float* h1, const float* h3, long n);
+    void (*swiglu_backward)(Backend* be, float* dh1, float* dh3, const float* dg, const float* h1, const float* h3,
+                            long n);
+    /* y [N] int32 on the device; the loss comes back to the host (summed in token order). */
+    double (*crossentropy_forward)(Backend* be, float* probs, const int32_t* y, int N, int V);
+    void (*crossentropy_backward)(Backend* be, float* probs, const int32_t* y, int N, int V, float scale);
+
+    /* h [N,G,D] = wte[x[n]] on every branch (token ids checked by the caller: 0 ≤ x < V);
+     * backward: dwte[x[n]] += Σ_g dh[n,g], in token order (deterministic when ids repeat). */
+    void (*embedding_forward)(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D);
+    void (*embedding_backward)(Backend* be, float* dwte, const float* dh, const int32_t* x, int N, int G, int D);
+
+    /* Σ g² in double (for clipping by the global norm); comes back to the host. */
+    double (*sumsq)(Backend* be, const float* g, size_t n);
+    /* One Adam(W) step over n elements: p, m, v updated in place. */
+    void (*adam)(Backend* be, float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s);
+    /* The lazy Adam of one Engram table [local,Dh] with moments m, v: the n DISTINCT local rows
+     * rows[n] (int64, on the device; 0 ≤ row < local, checked by the caller) take grads [n,Dh];
+     * updates[row] (int64 [local]) counts each. No decay (s->wd is not used: tables never decay).
+     * Rows not listed keep their values and moments. */
+    void (*rows_adam)(Backend* be, float* table, float* m, float* v, int64_t* updates, int64_t local,
+                      const int64_t* rows, int64_t n, const float* grads, int Dh, const AdamStep* s);
+
+    /* ---- collectives over the backend's world (device buffers) ------------------------------ */
+    void (*allreduce_sum)(Backend* be, float* buf, size_t n);   // in place, every rank gets the sum
+    /* Bytes: send[sdispls[r] .. + scounts[r]) goes to rank r, recv[rdispls[r] .. + rcounts[r])
+     * comes from rank r (counts [size], known on both sides beforehand). */
+    void (*alltoallv)(Backend* be, const void* send, const size_t* scounts, const size_t* sdispls, void* recv,
+                      const size_t* rcounts, const size_t* rdispls);
+
+    void (*close)(Backend* be);   // frees the implementation's state (not the buffers it handed out)
+};
+
+/* The CPU backend without collectives (those are parallel/device.c's: MPI). */
+void backend_cpu_init(Backend* be);
+
+#endif

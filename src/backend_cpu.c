@@ -1,0 +1,168 @@
+/*
+ * backend_cpu.c — the CPU backend (backend.h): "device" memory is host memory and every op is the
+ * existing CPU code (ops.c, optim.c), so the CPU results through the interface are the results the
+ * CPU trainer gets. The only loops written here are the embedding's, which model.c has inline.
+ *
+ * Not here: the collectives (MPI, parallel/device.c), anything CUDA (gpu/).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+#include "engram_rows.h"
+#include "ops.h"
+#include "optim.h"
+
+/* ---- memory ---------------------------------------------------------------------------------- */
+
+static void* cpu_alloc_(Backend* be, size_t bytes) {
+    (void)be;
+    return callocCheck(bytes ? bytes : 1, 1);
+}
+static void cpu_free_(Backend* be, void* p) { (void)be, free(p); }
+static void cpu_copy_(Backend* be, void* dst, const void* src, size_t bytes) { (void)be, memcpy(dst, src, bytes); }
+
+/* ---- GEMM ------------------------------------------------------------------------------------ */
+
+static void cpu_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda,
+                      long long sA, const float* B, int ldb, long long sB, float beta, float* C, int ldc, long long sC,
+                      int batch) {
+    (void)be;   // always fp32 here
+    for (int i = 0; i < batch; i++)
+        ops_gemm(ta, tb, M, N, K, alpha, A + i * sA, lda, B + i * sB, ldb, beta, C + i * sC, ldc);
+}
+
+/* ---- kernels: ops.c ---------------------------------------------------------------------------- */
+
+static void cpu_rmsnorm_forward_(Backend* be, float* out, float* rstd, const float* x, const float* w, int N, int D,
+                                 float eps) {
+    (void)be, rmsnorm_forward(out, rstd, x, w, N, D, eps);
+}
+static void cpu_rmsnorm_backward_(Backend* be, float* dx, float* dw, const float* dout, const float* x,
+                                  const float* w, const float* rstd, int N, int D) {
+    (void)be, rmsnorm_backward(dx, dw, dout, x, w, rstd, N, D);
+}
+static void cpu_rope_apply_(Backend* be, float* qkv, int B, int T, int D, int nh, float base, int inverse) {
+    (void)be, rope_apply(qkv, B, T, D, nh, base, inverse);
+}
+static void cpu_attention_forward_(Backend* be, float* out, float* att, const float* qkv, int B, int T, int D,
+                                   int nh) {
+    (void)be, attention_forward(out, att, qkv, B, T, D, nh);
+}
+static void cpu_attention_backward_(Backend* be, float* dqkv, const float* dout, const float* qkv, const float* att,
+                                    float* scratch, int B, int T, int D, int nh) {
+    (void)be, attention_backward(dqkv, dout, qkv, att, scratch, B, T, D, nh);
+}
+static void cpu_swiglu_forward_(Backend* be, float* g, const float* h1, const float* h3, long n) {
+    (void)be, swiglu_forward(g, h1, h3, n);
+}
+static void cpu_swiglu_backward_(Backend* be, float* dh1, float* dh3, const float* dg, const float* h1,
+                                 const float* h3, long n) {
+    (void)be, swiglu_backward(dh1, dh3, dg, h1, h3, n);
+}
+static double cpu_crossentropy_forward_(Backend* be, float* probs, const int32_t* y, int N, int V) {
+    (void)be;
+    return crossentropy_forward(probs, y, N, V);
+}
+static void cpu_crossentropy_backward_(Backend* be, float* probs, const int32_t* y, int N, int V, float scale) {
+    (void)be, crossentropy_backward(probs, y, N, V, scale);
+}
+
+/* ---- embedding ------------------------------------------------------------------------------- */
+
+static void cpu_embedding_forward_(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D) {
+    (void)be;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < G; g++) memcpy(h + ((size_t)n * G + g) * D, wte + (size_t)x[n] * D, D * sizeof(float));
+}
+
+static void cpu_embedding_backward_(Backend* be, float* dwte, const float* dh, const int32_t* x, int N, int G,
+                                    int D) {
+    (void)be;
+    // forward copied row x[n] to every branch, so the row gets the branch sum; token order
+    for (int n = 0; n < N; n++) {
+        float* row = dwte + (size_t)x[n] * D;
+        for (int d = 0; d < D; d++) {
+            float s = 0.0f;
+            for (int g = 0; g < G; g++) s += dh[((size_t)n * G + g) * D + d];
+            row[d] += s;
+        }
+    }
+}
+
+/* ---- optimizer: optim.c ------------------------------------------------------------------------ */
+
+static double cpu_sumsq_(Backend* be, const float* g, size_t n) {
+    (void)be;
+    return optim_sumsq(g, n);
+}
+
+/* optim.c takes its constants from a Config: one holding just the AdamStep's. */
+static Config adam_config_(const AdamStep* s) {
+    Config c;
+    memset(&c, 0, sizeof c);
+    c.train.weight_decay = s->wd;
+    c.train.beta1 = s->beta1;
+    c.train.beta2 = s->beta2;
+    c.train.adam_eps = s->eps;
+    c.engram.lr_mult = 1.0;   // s->lr is the table's rate already
+    return c;
+}
+
+static void cpu_adam_(Backend* be, float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s) {
+    (void)be;
+    // optim_adamw walks a tensor table: here a table of one tensor spanning the n elements
+    TensorInfo ti;
+    memset(&ti, 0, sizeof ti);
+    ti.local_numel = (int64_t)n;
+    ti.group = s->wd != 0.0 ? OPT_DECAY : OPT_NO_DECAY;
+    TensorTable tt = {.n = 1, .t = &ti, .dense_numel = n, .ep = 1};
+    Config c = adam_config_(s);
+    optim_adamw(&tt, p, g, m, v, &c, s->lr, s->t, s->grad_scale);
+}
+
+static void cpu_rows_adam_(Backend* be, float* table, float* m, float* v, int64_t* updates, int64_t local,
+                           const int64_t* rows, int64_t n, const float* grads, int Dh, const AdamStep* s) {
+    (void)be;
+    // optim_rows_adam takes (layer, row) keys over a set of tables: one table, layer 0, all rows here
+    int64_t first = 0, n_rows = local;
+    EngramTables tab = {.n_layers = 1, .Dh = Dh, .rows = &n_rows, .first = &first, .local = &n_rows,
+                        .table = &table, .m = &m, .v = &v, .updates = &updates};
+    int64_t* keys = mallocCheck((size_t)(n ? n : 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) keys[i] = ROWKEY(0, rows[i]);
+    Config c = adam_config_(s);
+    optim_rows_adam(&tab, keys, n, grads, &c, s->lr, s->t, s->grad_scale);
+    free(keys);
+}
+
+static void cpu_close_(Backend* be) { (void)be; }
+
+void backend_cpu_init(Backend* be) {
+    memset(be, 0, sizeof *be);
+    be->name = "cpu";
+    be->precision = BACKEND_FP32;
+    be->size = 1;
+    be->alloc = cpu_alloc_;
+    be->free = cpu_free_;
+    be->to_device = cpu_copy_;
+    be->to_host = cpu_copy_;
+    be->copy = cpu_copy_;
+    be->gemm = cpu_gemm_;
+    be->rmsnorm_forward = cpu_rmsnorm_forward_;
+    be->rmsnorm_backward = cpu_rmsnorm_backward_;
+    be->rope_apply = cpu_rope_apply_;
+    be->attention_forward = cpu_attention_forward_;
+    be->attention_backward = cpu_attention_backward_;
+    be->swiglu_forward = cpu_swiglu_forward_;
+    be->swiglu_backward = cpu_swiglu_backward_;
+    be->crossentropy_forward = cpu_crossentropy_forward_;
+    be->crossentropy_backward = cpu_crossentropy_backward_;
+    be->embedding_forward = cpu_embedding_forward_;
+    be->embedding_backward = cpu_embedding_backward_;
+    be->sumsq = cpu_sumsq_;
+    be->adam = cpu_adam_;
+    be->rows_adam = cpu_rows_adam_;
+    be->close = cpu_close_;
+}

@@ -1,0 +1,354 @@
+/*
+ * backend_matches_cpu.c — every op of the CUDA backend against the CPU backend (ops.c / optim.c,
+ * which the unit and reference tests hold to PyTorch) on the same random inputs, with shapes that
+ * divide nothing evenly: GEMMs in fp32 (≤ 1e-5 relative) and bf16 (≤ 2e-2), each kernel (≤ 1e-5),
+ * and the NCCL collectives at whatever P it runs with (1 on a one-GPU machine). Errors are
+ * normwise: max |gpu − cpu| / max |cpu|.
+ *
+ * Without a usable GPU it prints one line saying why (naming the CUDA error) and exits 77: ctest
+ * counts it as skipped. Built only with -DENGRAM_CUDA=ON (ctest label gpu).
+ */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+#include "config.h"
+#include "device.h"
+#include "rng.h"
+
+#define SKIP 77
+#define TOL32 1e-5
+#define TOL16 2e-2
+
+static int failures_ = 0;
+static uint64_t seed_ = 1234, draw_ = 0;   // counter-based draws (rng.h)
+
+/* ---- host ↔ device, one arena of buffers per backend ------------------------------------------- */
+
+typedef struct { Backend* be; void* p[64]; int n; } Arena;
+
+static void* up_(Arena* a, const void* host, size_t bytes) {
+    void* d = a->be->alloc(a->be, bytes);
+    if (host) a->be->to_device(a->be, d, host, bytes);
+    a->p[a->n++] = d;
+    return d;
+}
+static float* upf_(Arena* a, const float* host, size_t n) { return up_(a, host, n * sizeof(float)); }
+static void down_(Arena* a, void* host, const void* dev, size_t bytes) { a->be->to_host(a->be, host, dev, bytes); }
+static void arena_free_(Arena* a) {
+    for (int i = 0; i < a->n; i++) a->be->free(a->be, a->p[i]);
+    a->n = 0;
+}
+
+static float* randn_(size_t n, float std) {
+    float* x = mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(rng_normal(seed_, 0, draw_++) * std);
+    return x;
+}
+static float* buf_(size_t n) { return mallocCheck((n ? n : 1) * sizeof(float)); }   // an output
+
+/* Normwise relative error of got against ref; one line per comparison. */
+static void check_(const char* what, const float* ref, const float* got, size_t n, double tol) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        num = d > num || isnan(d) ? d : num;
+        den = fabs((double)ref[i]) > den ? fabs((double)ref[i]) : den;
+    }
+    double rel = den > 0 ? num / den : num;
+    int ok = rel <= tol;   // false for NaN
+    printf("%-34s max rel err %.2e (tol %.0e) %s\n", what, rel, tol, ok ? "ok" : "FAIL");
+    failures_ += !ok;
+}
+static void check_scalar_(const char* what, double ref, double got, double tol) {
+    double rel = fabs(got - ref) / (fabs(ref) > 0 ? fabs(ref) : 1.0);
+    int ok = rel <= tol;
+    printf("%-34s rel err %.2e (tol %.0e) %s\n", what, rel, tol, ok ? "ok" : "FAIL");
+    failures_ += !ok;
+}
+
+/* The outputs of one case: fetched from each backend in the same order (side k = 0 cpu, 1 gpu),
+ * then compared pairwise by compare_. */
+typedef struct {
+    const char* name[16];
+    float* h[16][2];
+    size_t n[16];
+    double tol[16];
+    int count[2];
+} Outs;
+
+static void fetch_(Outs* o, int k, Arena* a, const char* name, const float* dev, size_t n, double tol) {
+    const int i = o->count[k]++;
+    o->name[i] = name, o->n[i] = n, o->tol[i] = tol;
+    o->h[i][k] = buf_(n);
+    down_(a, o->h[i][k], dev, n * sizeof(float));
+}
+static void compare_(Outs* o) {
+    for (int i = 0; i < o->count[0]; i++) {
+        check_(o->name[i], o->h[i][0], o->h[i][1], o->n[i], o->tol[i]);
+        free(o->h[i][0]), free(o->h[i][1]);
+    }
+}
+
+/* ---- GEMM ----------------------------------------------------------------------------------------- */
+
+/* C_i = alpha·op(A_i)·op(B_i) + beta·C_i over a strided batch, every transpose pair. */
+static void gemm_case_(Backend* cpu, Backend* gpu, int precision) {
+    const int M = 37, N = 53, K = 71, batch = 3, pad = 5;
+    static char what[4][64];
+    Outs o = {0};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            // leading dimensions with padding, batch strides past the padded matrices
+            const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            const long long sA = (long long)(ta ? K : M) * lda, sB = (long long)(tb ? N : K) * ldb, sC = (long long)M * ldc;
+            float *A = randn_(sA * batch, 1.0f), *B = randn_(sB * batch, 1.0f), *C0 = randn_(sC * batch, 1.0f);
+            Backend* be[2] = {cpu, gpu};
+            snprintf(what[2 * ta + tb], 64, "gemm %s ta=%d tb=%d batch=%d", precision == BACKEND_BF16 ? "bf16" : "fp32",
+                     ta, tb, batch);
+            for (int k = 0; k < 2; k++) {
+                Arena a = {.be = be[k]};
+                float *dA = upf_(&a, A, sA * batch), *dB = upf_(&a, B, sB * batch), *dC = upf_(&a, C0, sC * batch);
+                be[k]->gemm(be[k], ta, tb, M, N, K, 0.7f, dA, lda, sA, dB, ldb, sB, 0.3f, dC, ldc, sC, batch);
+                fetch_(&o, k, &a, what[2 * ta + tb], dC, sC * batch, precision == BACKEND_BF16 ? TOL16 : TOL32);
+                arena_free_(&a);
+            }
+            free(A), free(B), free(C0);
+        }
+    compare_(&o);
+}
+
+/* ---- kernels: each runs on both backends from the same host inputs --------------------------------- */
+
+static void rmsnorm_case_(Backend* be[2]) {
+    const int N = 37, D = 300;   // D > one block of threads
+    float *x = randn_((size_t)N * D, 1.0f), *w = randn_(D, 1.0f), *dy = randn_((size_t)N * D, 1.0f);
+    float *dx0 = randn_((size_t)N * D, 1.0f), *dw0 = randn_(D, 1.0f);   // backward accumulates into these
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dX = upf_(&a, x, (size_t)N * D), *dW = upf_(&a, w, D), *dDy = upf_(&a, dy, (size_t)N * D);
+        float *dOut = upf_(&a, NULL, (size_t)N * D), *dR = upf_(&a, NULL, N);
+        float *dDx = upf_(&a, dx0, (size_t)N * D), *dDw = upf_(&a, dw0, D);
+        be[k]->rmsnorm_forward(be[k], dOut, dR, dX, dW, N, D, 1e-5f);
+        be[k]->rmsnorm_backward(be[k], dDx, dDw, dDy, dX, dW, dR, N, D);
+        fetch_(&o, k, &a, "rmsnorm_forward out", dOut, (size_t)N * D, TOL32);
+        fetch_(&o, k, &a, "rmsnorm_forward rstd", dR, N, TOL32);
+        fetch_(&o, k, &a, "rmsnorm_backward dx (+=)", dDx, (size_t)N * D, TOL32);
+        fetch_(&o, k, &a, "rmsnorm_backward dw (+=)", dDw, D, TOL32);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(x), free(w), free(dy), free(dx0), free(dw0);
+}
+
+/* RoPE forward then attention forward and backward, then the inverse RoPE of dqkv: the chain the
+ * model runs, each stage compared. */
+static void attention_case_(Backend* be[2]) {
+    const int B = 2, T = 19, D = 96, nh = 3;
+    const size_t nq = (size_t)B * T * 3 * D, no = (size_t)B * T * D, na = (size_t)B * nh * T * T;
+    float *qkv = randn_(nq, 1.0f), *dy = randn_(no, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dQ = upf_(&a, qkv, nq), *dDy = upf_(&a, dy, no), *dOut = upf_(&a, NULL, no);
+        float *dAtt = upf_(&a, NULL, na), *dS = upf_(&a, NULL, na), *dDq = upf_(&a, NULL, nq);
+        be[k]->rope_apply(be[k], dQ, B, T, D, nh, 10000.0f, 0);
+        fetch_(&o, k, &a, "rope_apply", dQ, nq, TOL32);
+        be[k]->attention_forward(be[k], dOut, dAtt, dQ, B, T, D, nh);
+        be[k]->attention_backward(be[k], dDq, dDy, dQ, dAtt, dS, B, T, D, nh);
+        be[k]->rope_apply(be[k], dDq, B, T, D, nh, 10000.0f, 1);
+        fetch_(&o, k, &a, "attention_forward out", dOut, no, TOL32);
+        fetch_(&o, k, &a, "attention_forward att", dAtt, na, TOL32);
+        fetch_(&o, k, &a, "attention_backward + rope inverse", dDq, nq, TOL32);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(qkv), free(dy);
+}
+
+static void swiglu_case_(Backend* be[2]) {
+    const long n = 3001;
+    float *h1 = randn_(n, 2.0f), *h3 = randn_(n, 1.0f), *dg = randn_(n, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dH1 = upf_(&a, h1, n), *dH3 = upf_(&a, h3, n), *dDg = upf_(&a, dg, n);
+        float *dG = upf_(&a, NULL, n), *dD1 = upf_(&a, NULL, n), *dD3 = upf_(&a, NULL, n);
+        be[k]->swiglu_forward(be[k], dG, dH1, dH3, n);
+        be[k]->swiglu_backward(be[k], dD1, dD3, dDg, dH1, dH3, n);
+        fetch_(&o, k, &a, "swiglu_forward", dG, n, TOL32);
+        fetch_(&o, k, &a, "swiglu_backward dh1", dD1, n, TOL32);
+        fetch_(&o, k, &a, "swiglu_backward dh3", dD3, n, TOL32);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(h1), free(h3), free(dg);
+}
+
+static void crossentropy_case_(Backend* be[2]) {
+    const int N = 37, V = 1003;
+    float* z = randn_((size_t)N * V, 3.0f);
+    int32_t y[37];
+    for (int n = 0; n < N; n++) y[n] = (int32_t)(rng_u64(seed_, 0, draw_++) % V);
+    double loss[2];
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float* dZ = upf_(&a, z, (size_t)N * V);
+        int32_t* dY = up_(&a, y, sizeof y);
+        loss[k] = be[k]->crossentropy_forward(be[k], dZ, dY, N, V);
+        be[k]->crossentropy_backward(be[k], dZ, dY, N, V, 0.25f);
+        fetch_(&o, k, &a, "crossentropy_backward dlogits", dZ, (size_t)N * V, TOL32);
+        arena_free_(&a);
+    }
+    check_scalar_("crossentropy_forward loss", loss[0], loss[1], TOL32);
+    compare_(&o);
+    free(z);
+}
+
+/* Ids from a small vocabulary so they repeat: the backward must add repeated rows up. */
+static void embedding_case_(Backend* be[2]) {
+    const int N = 41, G = 2, D = 300, V = 11;
+    float *wte = randn_((size_t)V * D, 1.0f), *dh = randn_((size_t)N * G * D, 1.0f), *dw0 = randn_((size_t)V * D, 1.0f);
+    int32_t x[41];
+    for (int n = 0; n < N; n++) x[n] = (int32_t)(rng_u64(seed_, 0, draw_++) % V);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dWte = upf_(&a, wte, (size_t)V * D), *dDh = upf_(&a, dh, (size_t)N * G * D);
+        float *dH = upf_(&a, NULL, (size_t)N * G * D), *dDw = upf_(&a, dw0, (size_t)V * D);
+        int32_t* dX = up_(&a, x, sizeof x);
+        be[k]->embedding_forward(be[k], dH, dWte, dX, N, G, D);
+        be[k]->embedding_backward(be[k], dDw, dDh, dX, N, G, D);
+        fetch_(&o, k, &a, "embedding_forward", dH, (size_t)N * G * D, 0.0);   // a copy: exact
+        fetch_(&o, k, &a, "embedding_backward (+=, repeats)", dDw, (size_t)V * D, TOL32);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(wte), free(dh), free(dw0);
+}
+
+/* Three AdamW steps with decay and a clip scale, then Σg², then the lazy Adam of table rows. */
+static void optim_case_(Backend* be[2]) {
+    const size_t n = 100003;
+    const int local = 50, Dh = 24, nr = 17;
+    float *p = randn_(n, 1.0f), *g = randn_(n, 1.0f), *m = randn_(n, 0.1f), *v = buf_(n);
+    for (size_t i = 0; i < n; i++) v[i] = m[i] * m[i];   // second moments are ≥ 0
+    float *tab = randn_((size_t)local * Dh, 1.0f), *rg = randn_((size_t)nr * Dh, 1.0f);
+    float *tm = calloc((size_t)local * Dh, 4), *tv = calloc((size_t)local * Dh, 4);
+    int64_t rows[17], upd0[50] = {0}, upd[2][50];
+    for (int i = 0; i < nr; i++) rows[i] = (i * 7 + 3) % local;   // distinct: 7 is prime to 50
+    double ss[2];
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dP = upf_(&a, p, n), *dG = upf_(&a, g, n), *dM = upf_(&a, m, n), *dV = upf_(&a, v, n);
+        for (int t = 1; t <= 3; t++) {
+            AdamStep s = {.lr = 1e-2, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .grad_scale = 0.5, .t = t};
+            be[k]->adam(be[k], dP, dG, dM, dV, n, &s);
+        }
+        ss[k] = be[k]->sumsq(be[k], dP, n);
+        float *dT = upf_(&a, tab, (size_t)local * Dh), *dTm = upf_(&a, tm, (size_t)local * Dh);
+        float *dTv = upf_(&a, tv, (size_t)local * Dh), *dRg = upf_(&a, rg, (size_t)nr * Dh);
+        int64_t *dR = up_(&a, rows, sizeof rows), *dU = up_(&a, upd0, sizeof upd0);
+        for (int t = 1; t <= 2; t++) {
+            AdamStep s = {.lr = 5e-2, .wd = 0.0, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .grad_scale = 1.0, .t = t};
+            be[k]->rows_adam(be[k], dT, dTm, dTv, dU, local, dR, nr, dRg, Dh, &s);
+        }
+        fetch_(&o, k, &a, "adam p (3 steps)", dP, n, TOL32);
+        fetch_(&o, k, &a, "adam m", dM, n, TOL32);
+        fetch_(&o, k, &a, "adam v", dV, n, TOL32);
+        fetch_(&o, k, &a, "rows_adam table (2 steps)", dT, (size_t)local * Dh, TOL32);
+        fetch_(&o, k, &a, "rows_adam m", dTm, (size_t)local * Dh, TOL32);
+        fetch_(&o, k, &a, "rows_adam v", dTv, (size_t)local * Dh, TOL32);
+        down_(&a, upd[k], dU, sizeof upd0);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    check_scalar_("sumsq", ss[0], ss[1], TOL32);
+    int same = !memcmp(upd[0], upd[1], sizeof upd0);
+    printf("%-34s %s\n", "rows_adam update counts", same ? "equal ok" : "differ FAIL");
+    failures_ += !same;
+    free(p), free(g), free(m), free(v), free(tab), free(rg), free(tm), free(tv);
+}
+
+/* ---- collectives: expected values from a formula, at any P --------------------------------------- */
+
+static void collectives_case_(Backend* gpu) {
+    const int P = gpu->size, r = gpu->rank;
+    const size_t n = 1001;
+    float* buf = mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(r + 1) * (float)(i % 7);
+    Arena a = {.be = gpu};
+    float* d = upf_(&a, buf, n);
+    gpu->allreduce_sum(gpu, d, n);
+    down_(&a, buf, d, n * 4);
+    float* want = mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) want[i] = (float)(P * (P + 1) / 2) * (float)(i % 7);   // Σ_r (r+1)·(i mod 7)
+    char what[64];
+    snprintf(what, sizeof what, "%s allreduce_sum (P=%d)", gpu->name, P);
+    check_(what, want, buf, n, 0.0);
+    // rank s sends (s + q) % 3 + 1 floats of value 1000·s + q + j/8 to rank q (zero-count pairs too)
+    size_t *sc = calloc(P, sizeof(size_t)), *sd = calloc(P, sizeof(size_t));
+    size_t *rc = calloc(P, sizeof(size_t)), *rd = calloc(P, sizeof(size_t));
+    size_t st = 0, rt = 0;
+    for (int q = 0; q < P; q++) {
+        sc[q] = (size_t)((r + q) % 3) * sizeof(float), sd[q] = st, st += sc[q];
+        rc[q] = (size_t)((q + r) % 3) * sizeof(float), rd[q] = rt, rt += rc[q];
+    }
+    float *snd = mallocCheck(st + 4), *exp = mallocCheck(rt + 4), *got = mallocCheck(rt + 4);
+    for (int q = 0; q < P; q++) {
+        for (size_t j = 0; j < sc[q] / 4; j++) snd[sd[q] / 4 + j] = 1000.0f * r + q + j / 8.0f;
+        for (size_t j = 0; j < rc[q] / 4; j++) exp[rd[q] / 4 + j] = 1000.0f * q + r + j / 8.0f;
+    }
+    void *dS = up_(&a, snd, st + 4), *dR = up_(&a, NULL, rt + 4);
+    gpu->alltoallv(gpu, dS, sc, sd, dR, rc, rd);
+    down_(&a, got, dR, rt);
+    snprintf(what, sizeof what, "%s alltoallv (P=%d)", gpu->name, P);
+    check_(what, exp, got, rt / 4, 0.0);
+    arena_free_(&a);
+    free(buf), free(want), free(sc), free(sd), free(rc), free(rd), free(snd), free(exp), free(got);
+}
+
+/* --cpu-vs-cpu runs the whole harness with the CPU backend on both sides: every op comparison is then
+ * exact by construction (it shows the harness runs), while the collectives still meet values from
+ * their formula — tests/mpi/cpu_backend_collectives.sh runs it so at P = 1..4 for the MPI ones. */
+int main(int argc, char** argv) {
+    char err[512];
+    const int self = argc > 1 && !strcmp(argv[1], "--cpu-vs-cpu");
+    if (!self && device_probe(DEVICE_CUDA, err, sizeof err) != 0) {
+        printf("gpu.backend_matches_cpu skipped: %s\n", err);
+        return SKIP;
+    }
+    MPI_Init(&argc, &argv);
+    Backend cpu, gpu, gpu16;
+    if (device_open(&cpu, DEVICE_CPU, BACKEND_FP32, MPI_COMM_WORLD, err, sizeof err) != 0 ||
+        device_open(&gpu, self ? DEVICE_CPU : DEVICE_CUDA, BACKEND_FP32, MPI_COMM_WORLD, err, sizeof err) != 0) {
+        printf("gpu.backend_matches_cpu skipped: %s\n", err);
+        MPI_Finalize();
+        return SKIP;
+    }
+    gpu16 = gpu;
+    gpu16.precision = BACKEND_BF16;   // same handles, bf16 GEMMs
+    seed_ += (uint64_t)gpu.rank;
+    Backend* be[2] = {&cpu, &gpu};
+    gemm_case_(&cpu, &gpu, BACKEND_FP32);
+    gemm_case_(&cpu, &gpu16, BACKEND_BF16);
+    rmsnorm_case_(be);
+    attention_case_(be);
+    swiglu_case_(be);
+    crossentropy_case_(be);
+    embedding_case_(be);
+    optim_case_(be);
+    collectives_case_(&gpu);
+    printf("rank %d of %d: %s\n", gpu.rank, gpu.size, failures_ ? "FAILED" : "all ops match the CPU backend");
+    gpu.close(&gpu);
+    cpu.close(&cpu);
+    MPI_Finalize();
+    return failures_ ? 1 : 0;
+}
