@@ -6,6 +6,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "common.h"
@@ -66,9 +67,14 @@ static void acts_alloc_(Model* m, const Config* c) {
     m->h = fbuf_(BT * G * D);
     m->xn = fbuf_(BT * D), m->rn = fbuf_(BT), m->xfin = fbuf_(BT * D);
     m->head_rows = HEAD_ROWS_ < (int)BT ? HEAD_ROWS_ : (int)BT;
-    m->head_s = fbuf_((size_t)m->head_rows * m->V);
+    // one head lane per thread (ops.h head_xent), no more than there are blocks
+    const int blocks = (int)((BT + (size_t)m->head_rows - 1) / (size_t)m->head_rows);
+    m->head_lanes = ops_gemm_in_parallel() ? omp_get_max_threads() : 1;
+    m->head_lanes = m->head_lanes < blocks ? m->head_lanes : blocks;
+    m->head_s = fbuf_((size_t)m->head_lanes * m->head_rows * m->V);
     m->dx_head = fbuf_(BT * D);
     m->dw_head = fbuf_((size_t)m->V * D);
+    m->dw_lanes = fbuf_((size_t)(m->head_lanes - 1) * m->V * D);
     m->dh = fbuf_(BT * G * D);
     m->s_d1 = fbuf_(BT * D), m->s_d2 = fbuf_(BT * D), m->s_d3 = fbuf_(BT * D);
     m->s_f1 = fbuf_(BT * m->F), m->s_f2 = fbuf_(BT * m->F), m->s_f3 = fbuf_(BT * m->F);
@@ -136,7 +142,7 @@ void model_free(Model* m) {
     for (int l = 0; l < m->L; l++) block_acts_free_(&m->acts[l]);
     free(m->acts);
     float* bufs[] = {m->params, m->grads, m->m, m->v, m->h, m->xn, m->rn, m->xfin, m->probs, m->head_s,
-                     m->dx_head, m->dw_head, m->dh,
+                     m->dx_head, m->dw_head, m->dw_lanes, m->dh,
                      m->s_d1, m->s_d2, m->s_d3, m->s_f1, m->s_f2, m->s_f3, m->dqkv, m->s_att, m->s_eng};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     tensors_ptrs_free(&m->P);
@@ -204,7 +210,8 @@ static void ffn_block_forward_(Model* m, const BlockPtrs* p, BlockActs* a) {
 static double head_(Model* m, int grad) {
     const int BT = m->B * m->T;
     double ce = head_xent(m->xfin, m->P.wout, m->y, BT, m->D, m->V, grad ? m->dx_head : NULL,
-                          grad ? m->dw_head : NULL, m->head_s, m->head_rows);
+                          grad ? m->dw_head : NULL, m->head_s, m->head_rows, m->head_lanes,
+                          m->dw_lanes);
     m->head_ready = grad;
     return ce;
 }

@@ -50,8 +50,10 @@ typedef struct {
     int head_grad;                     // set by the caller: a forward with targets also computes the
                                        // head's gradients (fused; else model_backward recomputes them)
     int head_ready, head_rows;         // dx_head/dw_head hold this forward's; tokens per head block
-    float* head_s;                     // [head_rows,V] one block's logits → p → p − onehot
+    int head_lanes;                    // threads taking head blocks in turn (ops.h head_xent)
+    float* head_s;                     // [head_lanes,head_rows,V] each lane's logits → p → p − onehot
     float *dx_head, *dw_head;          // [BT,D], [V,D] gradients of Σ CE (unscaled)
+    float* dw_lanes;                   // [head_lanes−1,V,D] lanes 1.. their dW parts
     const int32_t *x, *y;              // tokens and targets of the last forward
     float* const* e;                   // [n_engram] gathered rows of the last forward
     // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,nh,T,T], [B,T,G,D]

@@ -293,22 +293,46 @@ void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float s
 
 /* ---- the output head with its loss, fused ---------------------------------------------------- */
 
-double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
-                 float* scratch, int rows) {
-    double* loss = mallocCheck((size_t)rows * sizeof(double));
-    double total = 0.0;
-    for (int n0 = 0; n0 < N; n0 += rows) {
+/* One lane's blocks of the head: blocks lane, lane + lanes, ... of `rows` tokens, its logits in
+ * scratch [rows,V], its dW part in dW (overwritten by its first block; zeroed if it has none). */
+static void head_lane_(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
+                       float* scratch, int rows, int lane, int lanes, double* loss) {
+    int first = 1;
+    for (int n0 = lane * rows; n0 < N; n0 += lanes * rows) {
         const int nb = N - n0 < rows ? N - n0 : rows;
         const float* xb = x + (size_t)n0 * D;
         ops_gemm(0, 1, nb, V, D, 1.0f, xb, D, W, D, 0.0f, scratch, V);   // logits [nb,V]
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < nb; i++) loss[i] = xent_row_(scratch + (size_t)i * V, y[n0 + i], V, dx != NULL);
-        for (int i = 0; i < nb; i++) total += loss[i];   // token order, as crossentropy_forward
+#pragma omp parallel for schedule(static) if (lanes == 1)
+        for (int i = 0; i < nb; i++) loss[n0 + i] = xent_row_(scratch + (size_t)i * V, y[n0 + i], V, dx != NULL);
         if (!dx) continue;
         // scratch is now dΣCE/dlogits = p − onehot: dx = that·W, dW += thatᵀ·x
         ops_gemm(0, 0, nb, D, V, 1.0f, scratch, V, W, D, 0.0f, dx + (size_t)n0 * D, D);
-        ops_gemm(1, 0, V, D, nb, 1.0f, scratch, V, xb, D, n0 ? 1.0f : 0.0f, dW, D);
+        ops_gemm(1, 0, V, D, nb, 1.0f, scratch, V, xb, D, first ? 0.0f : 1.0f, dW, D);
+        first = 0;
     }
+    if (dx && first) memset(dW, 0, (size_t)V * D * sizeof(float));
+}
+
+double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
+                 float* scratch, int rows, int lanes, float* dW_lanes) {
+    double* loss = mallocCheck((size_t)N * sizeof(double));
+    if (!ops_gemm_in_parallel()) lanes = 1;   // lanes need single-threaded GEMMs inside a parallel loop
+    if (lanes > 1) {
+#pragma omp parallel for schedule(static, 1) num_threads(lanes)
+        for (int l = 0; l < lanes; l++)
+            head_lane_(x, W, y, N, D, V, dx, l ? dW_lanes + (size_t)(l - 1) * V * D : dW, scratch + (size_t)l * rows * V,
+                       rows, l, lanes, loss);
+        if (dx) {   // dW = lane 0's part + lane 1's + ... in lane order
+            const size_t n = (size_t)V * D;
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; i++)
+                for (int l = 1; l < lanes; l++) dW[i] += dW_lanes[(size_t)(l - 1) * n + i];
+        }
+    } else {
+        head_lane_(x, W, y, N, D, V, dx, dW, scratch, rows, 0, 1, loss);
+    }
+    double total = 0.0;
+    for (int i = 0; i < N; i++) total += loss[i];   // token order, as crossentropy_forward
     free(loss);
     return total;
 }

@@ -63,8 +63,13 @@ void crossentropy_backward(float* probs, const int32_t* y, int N, int V, float s
  * leaving scratch [rows·V]: logits = x[N,D]·W[V,D]ᵀ, softmax cross-entropy against y; returns
  * Σ_n −log p[n, y[n]] (in double, token order: the value of crossentropy_forward on the logits).
  * With dx (else both NULL), also the gradient of that sum: dx [N,D] = (p − onehot)·W and
- * dW [V,D] = (p − onehot)ᵀ·x, both OVERWRITTEN (unscaled: the caller scales). */
+ * dW [V,D] = (p − onehot)ᵀ·x, both OVERWRITTEN (unscaled: the caller scales).
+ * lanes > 1 (with the OpenMP OpenBLAS only): that many threads take blocks in turn, each with
+ * single-threaded GEMMs, its own scratch (scratch is [lanes,rows,V]) and, but for lane 0, its own
+ * dW part in dW_lanes [lanes−1,V,D]; the parts are added in lane order. The big head GEMMs run
+ * faster so than with the threads meeting inside every GEMM; the bits depend on lanes, as a
+ * threaded GEMM's depend on its thread count. */
 double head_xent(const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
-                 float* scratch, int rows);
+                 float* scratch, int rows, int lanes, float* dW_lanes);
 
 #endif

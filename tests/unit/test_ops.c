@@ -177,24 +177,27 @@ static void crossentropy_matches_log_softmax_and_its_gradient(void** s) {
     assert_true(fd_rel_err_(ce_loss_, &c, logits, grad, N * V, 1e-2f) < 1e-3);
 }
 
-/* ---- fused head: the same numbers as its pieces (linear, cross-entropy, linear backward) ---- */
+/* ---- fused head: the same numbers as its pieces (linear, cross-entropy, linear backward), with
+ * 1 to 4 lanes (4: one lane has no block and must contribute a zero dW part) ---- */
 static void fused_head_matches_linear_and_crossentropy(void** s) {
     (void)s;
-    enum { N = 7, D = 5, V = 13, ROWS = 3 };   // 3 blocks, the last one short
+    enum { N = 7, D = 5, V = 13, ROWS = 3, LANES = 4 };   // 3 blocks, the last one short
     float x[N * D], W[V * D], logits[N * V], dx[N * D], dW[V * D], want_dx[N * D] = {0}, want_dW[V * D] = {0};
-    float scratch[ROWS * V];
+    float scratch[LANES * ROWS * V], dW_lanes[(LANES - 1) * V * D];
     int32_t y[N] = {0, 12, 5, 5, 1, 7, 3};
     fill_(x, N * D, 21, 1), fill_(W, V * D, 22, 1);
-    fill_(dW, V * D, 23, 1);   // garbage: head_xent overwrites
     linear_forward(logits, x, W, NULL, N, D, V);
     double want = crossentropy_forward(logits, y, N, V);
     crossentropy_backward(logits, y, N, V, 1.0f);
     linear_backward(want_dx, want_dW, NULL, logits, x, W, N, D, V);
-    double loss = head_xent(x, W, y, N, D, V, dx, dW, scratch, ROWS);
-    assert_true(fabs(loss - want) < 1e-6 * fabs(want));
-    for (int i = 0; i < N * D; i++) assert_true(fabsf(dx[i] - want_dx[i]) < 1e-5f);
-    for (int i = 0; i < V * D; i++) assert_true(fabsf(dW[i] - want_dW[i]) < 1e-5f);
-    assert_true(head_xent(x, W, y, N, D, V, NULL, NULL, scratch, ROWS) == loss);   // loss only: same sum
+    for (int lanes = 1; lanes <= LANES; lanes++) {
+        fill_(dW, V * D, 23, 1), fill_(dW_lanes, (LANES - 1) * V * D, 24, 1);   // garbage: overwritten
+        double loss = head_xent(x, W, y, N, D, V, dx, dW, scratch, ROWS, lanes, dW_lanes);
+        assert_true(fabs(loss - want) < 1e-6 * fabs(want));
+        for (int i = 0; i < N * D; i++) assert_true(fabsf(dx[i] - want_dx[i]) < 1e-5f);
+        for (int i = 0; i < V * D; i++) assert_true(fabsf(dW[i] - want_dW[i]) < 1e-5f);
+        assert_true(head_xent(x, W, y, N, D, V, NULL, NULL, scratch, ROWS, lanes, NULL) == loss);   // loss only: same sum
+    }
 }
 
 int main(void) {
