@@ -374,46 +374,57 @@ int ckpt_path_exists(hid_t f, const char* path) {
     return present;
 }
 
-int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* err, size_t errlen) {
+/* One set present with its shape and class; the dataset left open in *id where id != NULL. */
+static int check_set_(hid_t f, const char* file, const CkSet* s, hid_t* id, char* err, size_t errlen) {
+    // open first (one lookup); only a failure walks the path to tell "missing" from "unreadable"
+    hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+    if (ds < 0 && !ckpt_path_exists(f, s->path)) {
+        snprintf(err, errlen, "%s: dataset %s is missing; this config expects it (written with a different config? "
+                 "`engram inspect %s` shows the one it holds)", file, s->path, file);
+        return -1;
+    }
+    if (ds < 0) {
+        snprintf(err, errlen, "%s: %s is not a readable dataset (corrupt file)", file, s->path);
+        return -1;
+    }
+    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
+    hsize_t d[H5S_MAX_RANK] = {0};
+    int nd = H5Sget_simple_extent_dims(sp, d, NULL);
+    H5T_class_t cls = H5Tget_class(ty);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    int same = nd == s->ndim, same_class = cls == (s->is_float ? H5T_FLOAT : H5T_INTEGER);
+    for (int k = 0; same && k < nd; k++) same = d[k] == s->dims[k];
+    if (same && same_class && id) *id = ds;
+    else H5Dclose(ds);
+    if (!same) {
+        char have[96], want[96];
+        shape_str_(have, sizeof have, nd, d);
+        shape_str_(want, sizeof want, s->ndim, s->dims);
+        snprintf(err, errlen, "%s: %s has shape %s but this config needs %s (written with a different config? "
+                 "`engram inspect %s` shows the one it holds)", file, s->path, have, want, file);
+        return -1;
+    }
+    if (!same_class) {
+        snprintf(err, errlen, "%s: %s holds %s, expected %s (corrupt file)", file, s->path,
+                 cls == H5T_FLOAT ? "floats" : "non-floats", s->is_float ? "float32" : "int64");
+        return -1;
+    }
+    return 0;
+}
+
+int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, hid_t* ids, char* err, size_t errlen) {
     if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) {
         snprintf(err, errlen, "%s: /config is missing (corrupt or incomplete checkpoint)", file);
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        const CkSet* s = &sets[i];
-        // open first (one lookup); only a failure walks the path to tell "missing" from "unreadable"
-        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
-        if (ds < 0 && !ckpt_path_exists(f, s->path)) {
-            snprintf(err, errlen, "%s: dataset %s is missing; this config expects it (written with a different config? "
-                     "`engram inspect %s` shows the one it holds)", file, s->path, file);
+        hid_t ds = -1;
+        if (check_set_(f, file, &sets[i], ids ? &ds : NULL, err, errlen)) {
+            for (int k = 0; ids && k < i; k++) H5Dclose(ids[k]);
             return -1;
         }
-        if (ds < 0) {
-            snprintf(err, errlen, "%s: %s is not a readable dataset (corrupt file)", file, s->path);
-            return -1;
-        }
-        hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
-        hsize_t d[H5S_MAX_RANK] = {0};
-        int nd = H5Sget_simple_extent_dims(sp, d, NULL);
-        H5T_class_t cls = H5Tget_class(ty);
-        H5Sclose(sp);
-        H5Tclose(ty);
-        H5Dclose(ds);
-        int same = nd == s->ndim;
-        for (int k = 0; same && k < nd; k++) same = d[k] == s->dims[k];
-        if (!same) {
-            char have[96], want[96];
-            shape_str_(have, sizeof have, nd, d);
-            shape_str_(want, sizeof want, s->ndim, s->dims);
-            snprintf(err, errlen, "%s: %s has shape %s but this config needs %s (written with a different config? "
-                     "`engram inspect %s` shows the one it holds)", file, s->path, have, want, file);
-            return -1;
-        }
-        if (cls != (s->is_float ? H5T_FLOAT : H5T_INTEGER)) {
-            snprintf(err, errlen, "%s: %s holds %s, expected %s (corrupt file)", file, s->path,
-                     cls == H5T_FLOAT ? "floats" : "non-floats", s->is_float ? "float32" : "int64");
-            return -1;
-        }
+        if (ids) ids[i] = ds;
     }
     return 0;
 }
