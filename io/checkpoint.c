@@ -268,7 +268,7 @@ static int publish_(const Trainer* tr, const char* dir, const char* tmp, const c
     if (f < 0) return -1;
     CkSet* sets = NULL;
     int n = ckpt_layout(tr, &sets);
-    int rc = ckpt_check_sets(f, tmp, sets, n, err, errlen);
+    int rc = ckpt_check_sets(f, tmp, sets, n, NULL, err, errlen);
     free(sets);
     H5Fclose(f);
     if (rc) return -1;

@@ -36,15 +36,18 @@ static uint64_t sum_scalar_(void* dst, const void* src, size_t n, uint32_t base)
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define CK_HAVE_AVX2 1
-/* The same sum, 16 words a step: the even and odd words of each 64-bit lane are multiplied by their
- * weights with vpmuludq (32×32→64 bits), weights kept as 32-bit lanes so they wrap as in the scalar. */
+/* The same sum without multiplies, 16 words a step, for weights that do not wrap within the n words
+ * (base + 2(n−1) < 2^32; the caller splits there). Word j = 8t + 2k + h sits in 64-bit lane k of
+ * vector t (h = 0: low half, 1: high half) and weighs base + 16t + 4k + 2h, so with u = w xor K
+ *   Σ = Σ_k (base + 4k)·E_k + (base + 4k + 2)·O_k + 16·(Σ_t t·e_tk + Σ_t t·o_tk),
+ * E_k, O_k the sums of the low and high words of lane k. Lanes add whole 64-bit vectors (X: low word
+ * + 2^32·high word) and the high words alone (O), so E = X − 2^32·O; running sums of X and O (BX, BO:
+ * Σ_t (T−t)·x_t over T vectors) give the t-weighted ones. All of it exact mod 2^64. */
 __attribute__((target("avx2"))) static uint64_t sum_avx2_(void* dst, const void* src, size_t n, uint32_t base) {
     const char* s = (const char*)src;
     char* d = (char*)dst;
-    const __m256i key = _mm256_set1_epi32((int)CK_KEY), step = _mm256_set1_epi32(32);
-    __m256i wa = _mm256_add_epi32(_mm256_set1_epi32((int)base), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
-    __m256i wb = _mm256_add_epi32(wa, _mm256_set1_epi32(16));
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    const __m256i key = _mm256_set1_epi32((int)CK_KEY);
+    __m256i X = _mm256_setzero_si256(), O = X, BX = X, BO = X;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i x = _mm256_loadu_si256((const __m256i*)(s + 4 * i)), y = _mm256_loadu_si256((const __m256i*)(s + 4 * i + 32));
@@ -54,16 +57,25 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2_(void* dst, const void*
         }
         x = _mm256_xor_si256(x, key);
         y = _mm256_xor_si256(y, key);
-        a0 = _mm256_add_epi64(a0, _mm256_mul_epu32(x, wa));
-        a1 = _mm256_add_epi64(a1, _mm256_mul_epu32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(wa, 32)));
-        a2 = _mm256_add_epi64(a2, _mm256_mul_epu32(y, wb));
-        a3 = _mm256_add_epi64(a3, _mm256_mul_epu32(_mm256_srli_epi64(y, 32), _mm256_srli_epi64(wb, 32)));
-        wa = _mm256_add_epi32(wa, step);
-        wb = _mm256_add_epi32(wb, step);
+        X = _mm256_add_epi64(X, x);
+        O = _mm256_add_epi64(O, _mm256_srli_epi64(x, 32));
+        BX = _mm256_add_epi64(BX, X);
+        BO = _mm256_add_epi64(BO, O);
+        X = _mm256_add_epi64(X, y);
+        O = _mm256_add_epi64(O, _mm256_srli_epi64(y, 32));
+        BX = _mm256_add_epi64(BX, X);
+        BO = _mm256_add_epi64(BO, O);
     }
-    uint64_t t[4];
-    _mm256_storeu_si256((__m256i*)t, _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
-    return t[0] + t[1] + t[2] + t[3] + sum_scalar_(d ? d + 4 * i : NULL, s + 4 * i, n - i, base + 2u * (uint32_t)i);
+    uint64_t x[4], o[4], bx[4], bo[4], sum = 0, T = i / 8;   // T vectors
+    _mm256_storeu_si256((__m256i*)x, X);
+    _mm256_storeu_si256((__m256i*)o, O);
+    _mm256_storeu_si256((__m256i*)bx, BX);
+    _mm256_storeu_si256((__m256i*)bo, BO);
+    for (int k = 0; k < 4; k++) {
+        uint64_t e = x[k] - (o[k] << 32), be = bx[k] - (bo[k] << 32);   // Σ_t (T−t)·e_tk = T·E − Σ_t t·e_tk
+        sum += (base + 4u * k) * e + (base + 4u * k + 2) * o[k] + 16 * (T * e - be + T * o[k] - bo[k]);
+    }
+    return sum + sum_scalar_(d ? d + 4 * i : NULL, s + 4 * i, n - i, base + 2u * (uint32_t)i);
 }
 #endif
 
@@ -76,12 +88,16 @@ static uint64_t sum_(void* dst, const void* src, size_t n, uint32_t base) {
 
 uint64_t ckpt_copy_checksum(void* dst, const void* src, size_t nbytes, uint64_t first_word) {
     const size_t n = nbytes / 4, blk = (size_t)1 << 16;   // words per block (256 KiB: stays in L2)
-    const uint32_t base = (uint32_t)(2 * first_word + 1);
+    uint32_t w = (uint32_t)(2 * first_word + 1);           // the weight of word b (odd)
     uint64_t s = 0;
     // one thread: callers pass pieces that are in cache, and an OpenMP team on a loaded machine
     // waits for its slowest (descheduled) thread and leaves the other spinning through the I/O
-    for (size_t b = 0; b < n; b += blk)
-        s += sum_(dst ? (char*)dst + 4 * b : NULL, (const char*)src + 4 * b, n - b < blk ? n - b : blk, base + 2u * (uint32_t)b);
+    for (size_t b = 0, m; b < n; b += m, w += 2u * (uint32_t)m) {
+        m = n - b < blk ? n - b : blk;
+        size_t to_wrap = (size_t)((UINT32_MAX - w) / 2) + 1;   // words until the weight wraps to 1
+        if (m > to_wrap) m = to_wrap;
+        s += sum_(dst ? (char*)dst + 4 * b : NULL, (const char*)src + 4 * b, m, w);
+    }
     if (dst && nbytes > 4 * n) memcpy((char*)dst + 4 * n, (const char*)src + 4 * n, nbytes - 4 * n);
     return s;
 }
@@ -358,46 +374,57 @@ int ckpt_path_exists(hid_t f, const char* path) {
     return present;
 }
 
-int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, char* err, size_t errlen) {
+/* One set present with its shape and class; the dataset left open in *id where id != NULL. */
+static int check_set_(hid_t f, const char* file, const CkSet* s, hid_t* id, char* err, size_t errlen) {
+    // open first (one lookup); only a failure walks the path to tell "missing" from "unreadable"
+    hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
+    if (ds < 0 && !ckpt_path_exists(f, s->path)) {
+        snprintf(err, errlen, "%s: dataset %s is missing; this config expects it (written with a different config? "
+                 "`engram inspect %s` shows the one it holds)", file, s->path, file);
+        return -1;
+    }
+    if (ds < 0) {
+        snprintf(err, errlen, "%s: %s is not a readable dataset (corrupt file)", file, s->path);
+        return -1;
+    }
+    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
+    hsize_t d[H5S_MAX_RANK] = {0};
+    int nd = H5Sget_simple_extent_dims(sp, d, NULL);
+    H5T_class_t cls = H5Tget_class(ty);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    int same = nd == s->ndim, same_class = cls == (s->is_float ? H5T_FLOAT : H5T_INTEGER);
+    for (int k = 0; same && k < nd; k++) same = d[k] == s->dims[k];
+    if (same && same_class && id) *id = ds;
+    else H5Dclose(ds);
+    if (!same) {
+        char have[96], want[96];
+        shape_str_(have, sizeof have, nd, d);
+        shape_str_(want, sizeof want, s->ndim, s->dims);
+        snprintf(err, errlen, "%s: %s has shape %s but this config needs %s (written with a different config? "
+                 "`engram inspect %s` shows the one it holds)", file, s->path, have, want, file);
+        return -1;
+    }
+    if (!same_class) {
+        snprintf(err, errlen, "%s: %s holds %s, expected %s (corrupt file)", file, s->path,
+                 cls == H5T_FLOAT ? "floats" : "non-floats", s->is_float ? "float32" : "int64");
+        return -1;
+    }
+    return 0;
+}
+
+int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, hid_t* ids, char* err, size_t errlen) {
     if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) {
         snprintf(err, errlen, "%s: /config is missing (corrupt or incomplete checkpoint)", file);
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        const CkSet* s = &sets[i];
-        // open first (one lookup); only a failure walks the path to tell "missing" from "unreadable"
-        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
-        if (ds < 0 && !ckpt_path_exists(f, s->path)) {
-            snprintf(err, errlen, "%s: dataset %s is missing; this config expects it (written with a different config? "
-                     "`engram inspect %s` shows the one it holds)", file, s->path, file);
+        hid_t ds = -1;
+        if (check_set_(f, file, &sets[i], ids ? &ds : NULL, err, errlen)) {
+            for (int k = 0; ids && k < i; k++) H5Dclose(ids[k]);
             return -1;
         }
-        if (ds < 0) {
-            snprintf(err, errlen, "%s: %s is not a readable dataset (corrupt file)", file, s->path);
-            return -1;
-        }
-        hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
-        hsize_t d[H5S_MAX_RANK] = {0};
-        int nd = H5Sget_simple_extent_dims(sp, d, NULL);
-        H5T_class_t cls = H5Tget_class(ty);
-        H5Sclose(sp);
-        H5Tclose(ty);
-        H5Dclose(ds);
-        int same = nd == s->ndim;
-        for (int k = 0; same && k < nd; k++) same = d[k] == s->dims[k];
-        if (!same) {
-            char have[96], want[96];
-            shape_str_(have, sizeof have, nd, d);
-            shape_str_(want, sizeof want, s->ndim, s->dims);
-            snprintf(err, errlen, "%s: %s has shape %s but this config needs %s (written with a different config? "
-                     "`engram inspect %s` shows the one it holds)", file, s->path, have, want, file);
-            return -1;
-        }
-        if (cls != (s->is_float ? H5T_FLOAT : H5T_INTEGER)) {
-            snprintf(err, errlen, "%s: %s holds %s, expected %s (corrupt file)", file, s->path,
-                     cls == H5T_FLOAT ? "floats" : "non-floats", s->is_float ? "float32" : "int64");
-            return -1;
-        }
+        if (ids) ids[i] = ds;
     }
     return 0;
 }

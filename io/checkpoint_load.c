@@ -65,7 +65,8 @@ char* checkpoint_read_config(const char* file, char* err, size_t errlen) {
 }
 
 /* The hashing arrays must equal the config's: the same rows must mean the same n-grams. */
-static int check_hash_(hid_t f, const char* file, const Trainer* tr, const CkSet* sets, int n, char* err, size_t errlen) {
+static int check_hash_(const hid_t* ids, const char* file, const Trainer* tr, const CkSet* sets, int n, char* err,
+                       size_t errlen) {
     for (int i = 0; i < n; i++) {
         const CkSet* s = &sets[i];
         if (s->src < CK_MULT) continue;
@@ -77,9 +78,7 @@ static int check_hash_(hid_t f, const char* file, const Trainer* tr, const CkSet
         const int64_t* want = s->src == CK_MULT ? nh->multipliers + (size_t)s->layer * nh->max_ngram
                               : s->src == CK_SIZES ? nh->table_sizes + (size_t)s->layer * nh->h_total
                                                    : nh->offsets + (size_t)s->layer * nh->h_total;
-        hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
-        int rc = ds < 0 || H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, have) < 0;
-        if (ds >= 0) H5Dclose(ds);
+        int rc = H5Dread(ids[i], H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, have) < 0;
         if (rc) ckpt_errf(err, errlen, "%s: cannot read %s (corrupt file)", file, s->path);
         else if (memcmp(have, want, cnt * sizeof(int64_t))) {
             ckpt_errf(err, errlen, "%s: %s differs from this config's (engram.seed, engram.layers, engram.vocab_bases or the "
@@ -92,25 +91,13 @@ static int check_hash_(hid_t f, const char* file, const Trainer* tr, const CkSet
     return 0;
 }
 
-/* Every rank reads the whole of a replicated dataset itself (independent transfers: one kernel copy
- * per rank from the shared page cache, where a read by rank 0 and a broadcast would cost two). */
-static int read_whole_(hid_t f, const CkSet* s, hid_t dxpl, void* out, size_t nbytes, uint64_t* sum) {
-    hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
-    if (ds < 0) return -1;
-    int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
-    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, 0, rows, rows,
-                             nbytes / (size_t)rows, out, sum);
-    H5Dclose(ds);
-    return rc < 0 ? -1 : 0;
-}
-
-/* Each rank reads rows [first, first+local), its part in this run's layout (any P, any EP). */
-static int read_rows_(hid_t f, const CkSet* s, hid_t dxpl, int64_t first, int64_t local, void* out, uint64_t* sum) {
-    hid_t ds = H5Dopen2(f, s->path, H5P_DEFAULT);
-    if (ds < 0) return -1;
-    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, first, first + local,
-                             s->max_rows, ckpt_row_bytes(s), out, sum);
-    H5Dclose(ds);
+/* Read rows [lo, hi) of an open set (this rank's part of max_rows per rank) into out, adding their
+ * checksum to *sum, and its stored checksum attribute into *want (*has: present). */
+static int read_set_(hid_t ds, const CkSet* s, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows, size_t row_bytes,
+                     void* out, uint64_t* sum, uint64_t* want, int* has) {
+    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, lo, hi, max_rows,
+                             row_bytes, out, sum);
+    *has = ckpt_attr_read_u64(ds, "checksum", want) == 0;
     return rc < 0 ? -1 : 0;
 }
 
@@ -121,10 +108,12 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
 
 /* Read every tensor and compare checksums: a row-sharded set's parts are summed over ranks; every
  * rank checks its own copy of a replicated set. 0, or -1 with err (the same on every rank). */
-static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl, MPI_Comm comm,
-                         char* err, size_t errlen) {
+static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl,
+                         MPI_Comm comm, char* err, size_t errlen) {
     uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] row sets: this rank's part
     uint64_t* whole = callocCheck((size_t)n + 1, sizeof(uint64_t));   // [n] whole sets: this rank's copy
+    uint64_t* want = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] the checksum attributes
+    int* has = callocCheck((size_t)n + 1, sizeof(int));               // [n] attribute present
     int bad = -1;
     for (int i = 0; i < n && bad < 0; i++) {
         const CkSet* s = &sets[i];
@@ -133,11 +122,15 @@ static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* se
         if (!out) continue;
         // checksums are taken piece by piece as the pieces arrive (in cache)
         if (s->sharded) {   // each row counted once in the sum: replicas of an expert outside the first group don't
-            if (read_rows_(f, s, dxpl, first, local, out, s->writes ? &sums[i] : NULL)) bad = i;
-        } else {
+            if (read_set_(ids[i], s, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
+                          s->writes ? &sums[i] : NULL, &want[i], &has[i])) bad = i;
+        } else {   // every rank reads the whole of a replicated set itself (one kernel copy per rank from
+                   // the shared page cache, where a read by rank 0 and a broadcast would cost two)
             size_t numel = 1;
             for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
-            if (read_whole_(f, s, dxpl, out, numel * (s->is_float ? 4 : 8), &whole[i])) bad = i;
+            int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
+            if (read_set_(ids[i], s, dxpl, 0, rows, rows, numel * (s->is_float ? 4 : 8) / (size_t)rows, out, &whole[i],
+                          &want[i], &has[i])) bad = i;
         }
     }
     if (comm != MPI_COMM_NULL) {
@@ -148,21 +141,14 @@ static int read_tensors_(hid_t f, const char* file, Trainer* tr, const CkSet* se
     if (unreadable) ckpt_errf(err, errlen, "%s: cannot read %s (truncated or corrupt file)", file, sets[bad].path);
     for (int i = 0; i < n && bad < 0; i++) {
         if (!target_(tr, &sets[i], &(int64_t){0}, &(int64_t){0})) continue;
-        uint64_t want = 0;
-        hid_t ds = H5Dopen2(f, sets[i].path, H5P_DEFAULT);
-        int have = ds >= 0 && ckpt_attr_read_u64(ds, "checksum", &want) == 0;
-        if (ds >= 0) H5Dclose(ds);
-        if (!have || want != (sets[i].sharded ? sums[i] : whole[i])) bad = i;
+        if (!has[i] || want[i] != (sets[i].sharded ? sums[i] : whole[i])) bad = i;
     }
     if (comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
-    if (bad >= 0 && !unreadable) {
-        uint64_t want = 0;
-        hid_t ds = H5Dopen2(f, sets[bad].path, H5P_DEFAULT);
-        int have = ds >= 0 && ckpt_attr_read_u64(ds, "checksum", &want) == 0;
-        if (ds >= 0) H5Dclose(ds);
+    if (bad >= 0 && !unreadable)   // the attribute is the same on every rank
         ckpt_errf(err, errlen, "%s: %s %s (corrupt file)", file, sets[bad].path,
-                  have ? "does not match its checksum" : "has no checksum attribute");
-    }
+                  has[bad] ? "does not match its checksum" : "has no checksum attribute");
+    free(want);
+    free(has);
     free(sums);
     free(whole);
     return bad >= 0 ? -1 : 0;
@@ -187,14 +173,16 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
         memset(st, 0, sizeof *st);
         hid_t g = -1;
         int64_t ws = 0, ds = 0, bs = 0;
-        if (ckpt_check_sets(f, file, sets, n, err, errlen) || check_hash_(f, file, tr, sets, n, err, errlen)) {
+        hid_t* ids = mallocCheck(((size_t)n + 1) * sizeof(hid_t));   // [n] the datasets, open until the end
+        int opened = ckpt_check_sets(f, file, sets, n, ids, err, errlen) == 0;
+        if (!opened || check_hash_(ids, file, tr, sets, n, err, errlen)) {
             // refused before touching tr
         } else if (ckpt_attr_read_i64(f, "step", &st->step) || ckpt_attr_read_i64(f, "tokens_seen", &st->tokens_seen) ||
                    ckpt_attr_read_i64(f, "world_size", &ws) || (g = H5Gopen2(f, "/state", H5P_DEFAULT)) < 0 ||
                    ckpt_attr_read_u64(g, "seed", &st->seed) || ckpt_attr_read_i64(g, "data_position", &ds) ||
                    ckpt_attr_read_i64(g, "bad_steps", &bs)) {
             ckpt_errf(err, errlen, "%s: step, tokens_seen, world_size or /state attributes missing (corrupt file)", file);
-        } else if (read_tensors_(f, file, tr, sets, n, dxpl, comm, err, errlen) == 0) {
+        } else if (read_tensors_(ids, file, tr, sets, n, dxpl, comm, err, errlen) == 0) {
             st->world_size = (int)ws;
             st->data_position = ds;
             st->bad_steps = (long)bs;
@@ -203,6 +191,8 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
             rc = 0;
         }
         if (g >= 0) H5Gclose(g);
+        for (int i = 0; opened && i < n; i++) H5Dclose(ids[i]);
+        free(ids);
         free(sets);
         H5Fclose(f);
     }

@@ -54,6 +54,37 @@ static void checksum_equals_formula(void** state) {
     free(copy);
 }
 
+/* Word indices past 2^31 (where the weight 2i+1 wraps mod 2^32, possibly inside one call), past 2^32
+ * and far beyond, random lengths (tails of any length, bytes past the last whole word), addresses
+ * 4 bytes off 32: every path against the formula, and the copy leaves the bytes after it alone. */
+static void checksum_equals_formula_where_weights_wrap(void** state) {
+    (void)state;
+    const size_t cap = (size_t)1 << 20;
+    char* a = mallocCheck(cap + 8);
+    char* copy = mallocCheck(cap + 16);
+    fill_(a, cap + 8, 3);
+    const uint64_t near[] = {(uint64_t)1 << 31, (uint64_t)1 << 32, ((uint64_t)1 << 32) + ((uint64_t)1 << 31),
+                             (uint64_t)1 << 33, ((uint64_t)1 << 62) + ((uint64_t)1 << 31)};
+    uint32_t x = 12345;
+    for (int c = 0; c < 240; c++) {
+        x = x * 1664525u + 1013904223u;
+        size_t nbytes = c % 3 == 0 ? x % 200 : c % 3 == 1 ? x % 70000 : x % cap;   // short, one block, several
+        x = x * 1664525u + 1013904223u;
+        uint64_t at = near[c % 5], back = x % (nbytes / 4 + 40);   // the wrap anywhere inside, or just after
+        uint64_t first = c % 7 == 6 ? at + back : at - back;
+        size_t off = (c & 1) * 4;
+        uint64_t want = formula_(a + off, nbytes, first);
+        assert_true(ckpt_checksum(a + off, nbytes, first) == want);
+        assert_true(ckpt_checksum_reference(a + off, nbytes, first) == want);
+        memset(copy, 0xee, cap + 16);
+        assert_true(ckpt_copy_checksum(copy + 4, a + off, nbytes, first) == want);
+        assert_memory_equal(copy + 4, a + off, nbytes);
+        assert_true((unsigned char)copy[4 + nbytes] == 0xee && (unsigned char)copy[3] == 0xee);
+    }
+    free(a);
+    free(copy);
+}
+
 /* Write a [rows, cols] float dataset (datasets of 64 KiB and more on 4 KiB, as checkpoints do),
  * then read rows [lo, hi) into dst; returns the read's checksum. */
 static uint64_t write_then_read_(const char* path, const float* src, int64_t rows, int64_t cols, int64_t lo,
@@ -105,6 +136,7 @@ static void misaligned_read_equals_written(void** state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checksum_equals_formula),
+        cmocka_unit_test(checksum_equals_formula_where_weights_wrap),
         cmocka_unit_test(misaligned_read_equals_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
