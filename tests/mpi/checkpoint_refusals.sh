@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A checkpoint that cannot be loaded is refused with one line naming the file and the problem and a
-# non-zero exit, and nothing on disk changes: truncated, a flipped bit inside a table (checksum),
+# non-zero exit, and nothing on disk changes: truncated, a flipped bit inside a table (checksum), a
+# dataset without its checksum attribute,
 # an HDF5 file that is not a checkpoint, a text file, a newer format version, a config whose shapes
 # (a table with other rows, another width) or hashing (another engram.seed) differ, a directory
 # without `latest`. A save that fails leaves the previous checkpoint and `latest` as they were.
@@ -31,6 +32,9 @@ head -c $(( $(stat -c %s "$good") / 2 )) "$good" > "$tmp/truncated.h5"
 refused "$tmp/truncated.h5" "truncated" 1
 cp "$good" "$tmp/flipped.h5"; "$bin" corrupt "$tmp/flipped.h5" /engram/layer_2/table
 refused "$tmp/flipped.h5" "checksum" 2
+cp "$good" "$tmp/nosum.h5"   # h5py (Debian's, an independent writer) deletes one checksum attribute
+/usr/bin/python3 -c 'import h5py, sys; del h5py.File(sys.argv[1], "r+")["/params/wte"].attrs["checksum"]' "$tmp/nosum.h5"
+refused "$tmp/nosum.h5" "/params/wte has no checksum attribute" 2
 "$bin" foreign "$tmp/foreign.h5"
 refused "$tmp/foreign.h5" "not an engram checkpoint" 1
 echo "hello" > "$tmp/text.h5"
