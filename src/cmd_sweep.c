@@ -208,10 +208,10 @@ static int sweep_run_cmd_(int argc, char** argv) {
     if (n < 0) engram_fail("%s", err);
     snprintf(dir, sizeof dir, "%s/%s", c.run.dir, c.run.name);
     mkdir(c.run.dir, 0755), mkdir(dir, 0755);
-    if (slurm) return submit_slurm_(&c, pts, n, dir, sbatch_args);
-    int failed = 0;
+    int failed = 0, status = -1;   // status: set when the sweep ends early (submitted, or signalled)
+    if (slurm) status = submit_slurm_(&c, pts, n, dir, sbatch_args);
     double t0 = engram_now();
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && status < 0; i++) {
         char run_name[1024], pdir[3100];
         snprintf(run_name, sizeof run_name, "%s/%s", c.run.name, pts[i].name);
         snprintf(pdir, sizeof pdir, "%s/%s", c.run.dir, run_name);
@@ -225,18 +225,22 @@ static int sweep_run_cmd_(int argc, char** argv) {
         int rc = train_point_(path, user, n_user, &pts[i], run_name, ranks);
         if (rc == 75) {
             printf("sweep %s: stopped by a signal during %s; rerun the same command to resume\n", c.run.name, pts[i].name);
-            return 75;
+            status = 75;
+            break;
         }
         if (rc != 0) {
             printf("sweep %s: point %s failed (exit %d); see %s/train.log\n", c.run.name, pts[i].name, rc, pdir);
             failed++;
         }
     }
-    printf("sweep %s: %d of %d points trained in %s (%.0f s); engram sweep report %s\n", c.run.name, n - failed, n, dir,
-           engram_now() - t0, dir);
+    if (status < 0) {
+        printf("sweep %s: %d of %d points trained in %s (%.0f s); engram sweep report %s\n", c.run.name, n - failed, n,
+               dir, engram_now() - t0, dir);
+        status = failed ? 1 : 0;
+    }
     free(pts), free(user);
     config_free(&c);
-    return failed ? 1 : 0;
+    return status;
 }
 
 /* ---- report ------------------------------------------------------------------------------------ */
