@@ -286,29 +286,37 @@ int ckpt_attr_read_i64(hid_t obj, const char* name, int64_t* v) { return attr_re
 int ckpt_attr_read_u64(hid_t obj, const char* name, uint64_t* v) { return attr_read_(obj, name, H5T_NATIVE_UINT64, v); }
 int ckpt_attr_read_f64(hid_t obj, const char* name, double* v) { return attr_read_(obj, name, H5T_NATIVE_DOUBLE, v); }
 
+/* A string attribute (is_attr) or scalar string dataset obj, fixed-length or variable-length, as a
+ * malloc'd NUL-terminated string; NULL if it is not a string or cannot be read. */
+static char* read_string_(hid_t obj, int is_attr) {
+    hid_t t = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
+    char* out = NULL;
+    if (H5Tget_class(t) == H5T_STRING) {
+        const int var = H5Tis_variable_str(t) > 0;
+        const size_t n = var ? 0 : H5Tget_size(t);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, var ? H5T_VARIABLE : n + 1);   // fixed: NUL-terminated in memory
+        H5Tset_cset(mt, H5Tget_cset(t));
+        char* s = NULL;
+        void* buf = var ? (void*)&s : (void*)(out = callocCheck(n + 1, 1));
+        herr_t rc = is_attr ? H5Aread(obj, mt, buf) : H5Dread(obj, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+        if (var) {
+            if (rc >= 0 && s) out = strdupCheck(s);
+            if (s) H5free_memory(s);
+        } else if (rc < 0) {
+            free(out), out = NULL;
+        }
+        H5Tclose(mt);
+    }
+    H5Tclose(t);
+    return out;
+}
+
 char* ckpt_attr_read_str(hid_t obj, const char* name) {
     if (H5Aexists(obj, name) <= 0) return NULL;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a);
-    char* out = NULL;
-    if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) <= 0) {
-        size_t n = H5Tget_size(t);
-        out = callocCheck(n + 1, 1);
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, n + 1);   // NUL-terminated in memory
-        H5Tset_cset(mt, H5Tget_cset(t));
-        if (H5Aread(a, mt, out) < 0) free(out), out = NULL;
-        H5Tclose(mt);
-    } else if (H5Tget_class(t) == H5T_STRING) {
-        char* s = NULL;
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(t));
-        if (H5Aread(a, mt, &s) >= 0 && s) out = strdupCheck(s), H5free_memory(s);
-        H5Tclose(mt);
-    }
-    H5Tclose(t);
+    char* out = read_string_(a, 1);
     H5Aclose(a);
     return out;
 }
@@ -433,18 +441,7 @@ char* ckpt_read_config_string(hid_t f) {
     if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) return NULL;
     hid_t ds = H5Dopen2(f, "/config", H5P_DEFAULT);
     if (ds < 0) return NULL;
-    hid_t t = H5Dget_type(ds);
-    char* out = NULL;
-    if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) <= 0) {
-        size_t n = H5Tget_size(t);
-        out = callocCheck(n + 1, 1);
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, n + 1);
-        H5Tset_cset(mt, H5Tget_cset(t));
-        if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) free(out), out = NULL;
-        H5Tclose(mt);
-    }
-    H5Tclose(t);
+    char* out = read_string_(ds, 0);
     H5Dclose(ds);
     return out;
 }
