@@ -47,8 +47,14 @@ cluster_start() {
   chmod 0711 "$tmp/munge"
   head -c 1024 /dev/urandom > "$tmp/munge/munge.key"
   chmod 0600 "$tmp/munge/munge.key"
-  # ports of its own, so that two clusters on one machine (two test runs) do not meet
-  local port=$(( 20000 + RANDOM % 20000 ))
+  # ports of its own, so that two clusters on one machine (two test runs) do not meet: below the
+  # kernel's ephemeral range (32768 up: outgoing connections take those, and a slurmctld once failed
+  # to bind there), and nothing listening on them now
+  local port
+  for _ in 1 2 3 4 5 6 7 8; do
+    port=$(( 20000 + RANDOM % 12000 ))
+    ports_free_ "$port" && break
+  done
   cat > "$tmp/slurm.conf" <<EOF
 ClusterName=engramtest
 SlurmctldHost=localhost
@@ -90,6 +96,8 @@ EOF
   cluster_pids_+=($!)
 }
 cluster_idle() { sinfo -h -o %T 2>/dev/null | grep -qx idle; }
+# nothing listens on ports $1 and $1+1 (a connect through bash's /dev/tcp fails)
+ports_free_() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$(($1 + 1))") 2>/dev/null; }
 cluster_wait_idle() {
   poll 30 cluster_idle || { tail -5 "$tmp"/log/*; echo "FAIL: the Slurm node did not become idle"; exit 1; }
 }
