@@ -41,3 +41,13 @@ void fuzz_split(const uint8_t* data, size_t size, size_t* n0, const uint8_t** re
     *rest = nul ? nul + 1 : NULL;
     *nrest = nul ? size - *n0 - 1 : 0;
 }
+
+void fuzz_use_tokenizer(Tokenizer* tk) {
+    static const char text[] = "Hello, world!  It's 2024 <|endoftext|> \xce\xbb x\xff";
+    IdVec ids = {0};
+    ByteBuf bytes = {0};
+    tokenizer_encode(tk, text, sizeof text - 1, &ids);
+    tokenizer_decode(tk, ids.v, ids.n, &bytes);
+    free(ids.v), free(bytes.v);
+    tokenizer_free(tk);
+}
