@@ -1,7 +1,7 @@
 /*
  * backend_cpu.c — the CPU backend (backend.h): "device" memory is host memory and every op is the
  * existing CPU code (ops.c, optim.c), so the CPU results through the interface are the results the
- * CPU trainer gets. The only loops written here are the embedding's, which model.c has inline.
+ * CPU trainer gets.
  *
  * Not here: the collectives (MPI, parallel/device.c), anything CUDA (gpu/).
  */
@@ -73,23 +73,13 @@ static void cpu_crossentropy_backward_(Backend* be, float* probs, const int32_t*
 
 static void cpu_embedding_forward_(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D) {
     (void)be;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int g = 0; g < G; g++) memcpy(h + ((size_t)n * G + g) * D, wte + (size_t)x[n] * D, D * sizeof(float));
+    embedding_forward(h, wte, x, N, G, D);
 }
 
 static void cpu_embedding_backward_(Backend* be, float* dwte, const float* dh, const int32_t* x, int N, int G,
                                     int D) {
     (void)be;
-    // forward copied row x[n] to every branch, so the row gets the branch sum; token order
-    for (int n = 0; n < N; n++) {
-        float* row = dwte + (size_t)x[n] * D;
-        for (int d = 0; d < D; d++) {
-            float s = 0.0f;
-            for (int g = 0; g < G; g++) s += dh[((size_t)n * G + g) * D + d];
-            row[d] += s;
-        }
-    }
+    embedding_backward(dwte, dh, x, N, G, D);
 }
 
 /* ---- optimizer: optim.c ------------------------------------------------------------------------ */

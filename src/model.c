@@ -222,12 +222,10 @@ double model_forward(Model* m, const int32_t* x, const int32_t* y, float* const*
     m->y = y;
     m->e = e;
     // token embedding, copied to the G branches: [B,T] -> [B,T,G,D]
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < BT; n++) {
+    for (int n = 0; n < BT; n++)
         if (x[n] < 0 || x[n] >= m->V) engram_die("check the data: token ids must be < model.vocab_size",
                                                   "token id %d out of range [0, %d)", x[n], m->V);
-        for (int g = 0; g < G; g++) memcpy(m->h + ((size_t)n * G + g) * D, m->P.wte + (size_t)x[n] * D, D * sizeof(float));
-    }
+    embedding_forward(m->h, m->P.wte, x, BT, G, D);
     for (int l = 0; l < m->L; l++) {
         const BlockPtrs* p = &m->P.blocks[l];
         BlockActs* a = &m->acts[l];
@@ -357,9 +355,5 @@ void model_backward(Model* m, double n_tok_glob, float* const* de) {
         if (m->P.blocks[l].engram >= 0) engram_block_backward_(m, l, de[m->P.blocks[l].engram]);
     }
     // h0[b,t,g] = wte[x[b,t]] on every branch: the embedding row gets the sum over branches
-    sum_branches_(m->s_d1, m->dh, BT, m->G, D);
-    for (int n = 0; n < BT; n++) {   // token order: deterministic when ids repeat
-        float* row = m->dP.wte + (size_t)m->x[n] * D;
-        for (int d = 0; d < D; d++) row[d] += m->s_d1[(size_t)n * D + d];
-    }
+    embedding_backward(m->dP.wte, m->dh, m->x, BT, m->G, D);
 }

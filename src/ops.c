@@ -49,6 +49,25 @@ int ops_gemm_in_parallel(void) {
 
 /* ---- linear ---------------------------------------------------------------------------------- */
 
+/* ---- embedding ------------------------------------------------------------------------------- */
+
+void embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < G; g++) memcpy(h + ((size_t)n * G + g) * D, wte + (size_t)x[n] * D, D * sizeof(float));
+}
+
+void embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D) {
+    for (int n = 0; n < N; n++) {   // serial: rows repeat
+        float* row = dwte + (size_t)x[n] * D;
+        for (int d = 0; d < D; d++) {
+            float s = 0.0f;
+            for (int g = 0; g < G; g++) s += dh[((size_t)n * G + g) * D + d];
+            row[d] += s;
+        }
+    }
+}
+
 void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout) {
     // out[N,Dout] = in[N,Din] · W[Dout,Din]ᵀ
     ops_gemm(0, 1, N, Dout, Din, 1.0f, in, Din, W, Din, 0.0f, out, Dout);

@@ -27,6 +27,12 @@ extern double ops_gemm_seconds;
 int ops_gemm_in_parallel(void);
 
 /* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
+/* Token embedding on G branches: h [N,G,D] gets row x[n] of wte [V,D] on every branch. */
+void embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D);
+/* Its gradient: dwte [V,D] += Σ_g dh[n,g,:] for each token n, in token order (deterministic when
+ * ids repeat). */
+void embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D);
+
 void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout);
 /* din[N,Din] += dout·W (if din); dW[Dout,Din] += doutᵀ·in; dbias[Dout] += Σ_n dout (if dbias). */
 void linear_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
