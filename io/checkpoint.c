@@ -35,6 +35,7 @@ typedef struct {
     char err[512];
     int n_sums;
     uint64_t* sums;       // [n sets] checksum parts, summed over ranks before they are written
+    CkSummer* sm;         // takes the checksums while the writes go on (NULL: inline)
 } Writer_;
 
 __attribute__((format(printf, 2, 0))) static void fail_(Writer_* w, const char* fmt, const char* what) {
@@ -64,9 +65,10 @@ static hid_t create_(Writer_* w, const char* path, hid_t type, int ndim, const h
 
 /* A replicated dataset (open): every rank holds all of data. Small ones (and scalars) rank 0 writes
  * while the others select nothing; larger ones each rank its block of rows, so the copying into the
- * page cache is shared. Returns this rank's part of the checksum. */
-static uint64_t write_whole_(Writer_* w, hid_t ds, const char* path, hid_t type, int ndim, const hsize_t* dims,
-                             const void* data, size_t nbytes) {
+ * page cache is shared. Adds this rank's part of the checksum to *sum (NULL: none; complete after
+ * ckpt_summer_wait(w->sm)). */
+static void write_whole_(Writer_* w, hid_t ds, const char* path, hid_t type, int ndim, const hsize_t* dims,
+                         const void* data, size_t nbytes, uint64_t* sum) {
     int64_t rows = ndim ? (int64_t)dims[0] : 1;
     size_t row_bytes = rows ? nbytes / (size_t)rows : 0;
     int64_t lo = 0, n = w->rank == 0 ? rows : 0, max_rows = rows;
@@ -74,21 +76,19 @@ static uint64_t write_whole_(Writer_* w, hid_t ds, const char* path, hid_t type,
         shard_row_range(rows, w->P, w->rank, &lo, &n);
         max_rows = shard_block_rows(rows, w->P);
     }
-    uint64_t sum = 0;
     if (ckpt_rows_io(1, ds, type, w->dxpl, lo, lo + n, max_rows, row_bytes, (char*)data + (size_t)lo * row_bytes,
-                     nbytes ? &sum : NULL) < 0)
+                     nbytes ? sum : NULL, w->sm) < 0)
         fail_(w, "cannot write %s", path);
-    return sum;
 }
 
-/* Each rank writes its rows [first, first+local) of a sharded dataset (open; none unless s->writes). */
-static uint64_t write_rows_(Writer_* w, hid_t ds, const CkSet* s, hid_t type, int64_t first, int64_t local,
-                            const void* data) {
+/* Each rank writes its rows [first, first+local) of a sharded dataset (open; none unless s->writes),
+ * adding their checksum to *sum as write_whole_ does. */
+static void write_rows_(Writer_* w, hid_t ds, const CkSet* s, hid_t type, int64_t first, int64_t local,
+                        const void* data, uint64_t* sum) {
     if (!s->writes) local = 0;
-    uint64_t sum = 0;
-    if (ckpt_rows_io(1, ds, type, w->dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), (void*)data, &sum) < 0)
+    if (ckpt_rows_io(1, ds, type, w->dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), (void*)data, sum,
+                     w->sm) < 0)
         fail_(w, "cannot write %s", s->path);
-    return sum;
 }
 
 /* A small metadata dataset: created, written by rank 0, closed. */
@@ -96,7 +96,7 @@ static void write_small_(Writer_* w, const char* path, hid_t type, int ndim, con
                          size_t nbytes) {
     hid_t ds = create_(w, path, type, ndim, dims);
     if (ds < 0) return;
-    write_whole_(w, ds, path, type, ndim, dims, data, nbytes);
+    write_whole_(w, ds, path, type, ndim, dims, data, nbytes, NULL);
     H5Dclose(ds);
 }
 
@@ -169,13 +169,14 @@ static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const
         int64_t first = 0, local = 0;
         const void* data = ckpt_set_data(tr, s, &first, &local);
         if (s->sharded) {
-            w->sums[i] = write_rows_(w, ds[i], s, type, first, local, data);
+            write_rows_(w, ds[i], s, type, first, local, data, &w->sums[i]);
         } else {
             size_t numel = 1;
             for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
-            w->sums[i] = write_whole_(w, ds[i], s->path, type, s->ndim, s->dims, data, numel * (s->is_float ? 4 : 8));
+            write_whole_(w, ds[i], s->path, type, s->ndim, s->dims, data, numel * (s->is_float ? 4 : 8), &w->sums[i]);
         }
     }
+    ckpt_summer_wait(w->sm);
     if (w->comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, w->sums, n, MPI_UINT64_T, MPI_SUM, w->comm);
     const double betas[2] = {c->train.beta1, c->train.beta2};
     for (int i = 0; i < n; i++) {
@@ -338,7 +339,9 @@ int checkpoint_save(const Trainer* tr, const Config* c, const Compression* comp,
         CkSet* sets = NULL;
         int n = ckpt_layout(tr, &sets);
         write_metadata_(&w, tr, c, comp, st, created);
+        w.sm = ckpt_summer_start();
         write_tensors_(&w, tr, c, sets, n);
+        ckpt_summer_stop(w.sm);
         free(sets);
         free(w.sums);
         if (H5Fclose(w.file) < 0) fail_(&w, "%s: cannot close the checkpoint file (disk full?)", tmp);

@@ -4,6 +4,7 @@
  */
 #include "checkpoint_layout.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,17 +113,131 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
 
 /* Pieces smaller than this are read straight into their destination whatever its alignment. */
 #define BOUNCE_MIN_BYTES_ ((size_t)64 << 10)
+/* Bounce buffers in flight: the reader fills one while the summer empties the others. */
+#define N_BOUNCE_ 3
+/* Jobs queued at most (the reader waits beyond). */
+#define N_JOBS_ 64
 
-/* One page-aligned piece-sized buffer for the process, kept: fresh pages for every load would cost
- * a page fault per 4 KiB. */
-static void* bounce_(void) {
-    static void* buf = NULL;
-    if (!buf) buf = callocPagesCheck(CKPT_READ_PIECE_BYTES, 1);
-    return buf;
+typedef struct {
+    void* dst;             // copy src here too (bounced reads), or NULL
+    const void* src;
+    size_t nbytes;
+    uint64_t first_word;
+    uint64_t* sum;         // added to; read by the caller only after ckpt_summer_wait
+    int bounce;            // the bounce buffer src is (freed when done), or -1
+} SumJob_;
+
+struct CkSummer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;     // signalled on every change: job queued, job done, stop
+    SumJob_ jobs[N_JOBS_]; // ring [head, tail)
+    long head, tail;
+    int stop;
+    int bounce_busy[N_BOUNCE_];
+    pthread_t thread;
+};
+
+/* Page-aligned piece-sized buffers for the process, kept: fresh pages for every load would cost a
+ * page fault per 4 KiB. */
+static void* bounce_(int i) {
+    static void* buf[N_BOUNCE_];
+    if (!buf[i]) buf[i] = callocPagesCheck(CKPT_READ_PIECE_BYTES, 1);
+    return buf[i];
+}
+
+static void* summer_main_(void* arg) {
+    CkSummer* sm = arg;
+    pthread_mutex_lock(&sm->mu);
+    for (;;) {
+        while (sm->head == sm->tail && !sm->stop) pthread_cond_wait(&sm->cv, &sm->mu);
+        if (sm->head == sm->tail) break;
+        SumJob_ j = sm->jobs[sm->head % N_JOBS_];
+        pthread_mutex_unlock(&sm->mu);
+        uint64_t k = ckpt_copy_checksum(j.dst, j.src, j.nbytes, j.first_word);
+        pthread_mutex_lock(&sm->mu);
+        *j.sum += k;   // + is commutative mod 2^64: the order of jobs never changes a sum
+        if (j.bounce >= 0) sm->bounce_busy[j.bounce] = 0;
+        sm->head++;
+        pthread_cond_broadcast(&sm->cv);
+    }
+    pthread_mutex_unlock(&sm->mu);
+    return NULL;
+}
+
+CkSummer* ckpt_summer_start(void) {
+    CkSummer* sm = callocCheck(1, sizeof *sm);
+    pthread_mutex_init(&sm->mu, NULL);
+    pthread_cond_init(&sm->cv, NULL);
+    if (pthread_create(&sm->thread, NULL, summer_main_, sm) != 0) {   // no thread: the caller sums inline
+        pthread_cond_destroy(&sm->cv);
+        pthread_mutex_destroy(&sm->mu);
+        free(sm);
+        return NULL;
+    }
+    return sm;
+}
+
+void ckpt_summer_wait(CkSummer* sm) {
+    if (!sm) return;
+    pthread_mutex_lock(&sm->mu);
+    while (sm->head != sm->tail) pthread_cond_wait(&sm->cv, &sm->mu);
+    pthread_mutex_unlock(&sm->mu);
+}
+
+void ckpt_summer_stop(CkSummer* sm) {
+    if (!sm) return;
+    pthread_mutex_lock(&sm->mu);
+    sm->stop = 1;
+    pthread_cond_broadcast(&sm->cv);
+    pthread_mutex_unlock(&sm->mu);
+    pthread_join(sm->thread, NULL);   // the thread empties the queue first
+    pthread_cond_destroy(&sm->cv);
+    pthread_mutex_destroy(&sm->mu);
+    free(sm);
+}
+
+/* Queue a checksum (and copy, for a bounced read): NULL summer, or nothing to do: now, inline. */
+static void summer_add_(CkSummer* sm, void* dst, const void* src, size_t nbytes, uint64_t first_word, uint64_t* sum,
+                        int bounce) {
+    if (!sm) {
+        uint64_t k = ckpt_copy_checksum(dst, src, nbytes, first_word);
+        if (sum) *sum += k;
+        return;
+    }
+    uint64_t ignored = 0;
+    pthread_mutex_lock(&sm->mu);
+    while (sm->tail - sm->head == N_JOBS_) pthread_cond_wait(&sm->cv, &sm->mu);
+    sm->jobs[sm->tail++ % N_JOBS_] = (SumJob_){dst, src, nbytes, first_word, sum ? sum : &ignored, bounce};
+    pthread_cond_broadcast(&sm->cv);
+    pthread_mutex_unlock(&sm->mu);
+    if (!sum) ckpt_summer_wait(sm);   // the copy must be done before `ignored` goes out of scope (rare)
+}
+
+/* A free bounce buffer's index (waits for the summer to empty one); marked busy. */
+static int bounce_take_(CkSummer* sm) {
+    if (!sm) return 0;
+    pthread_mutex_lock(&sm->mu);
+    int i = -1;
+    while (i < 0) {
+        for (int k = 0; k < N_BOUNCE_ && i < 0; k++)
+            if (!sm->bounce_busy[k]) i = k;
+        if (i < 0) pthread_cond_wait(&sm->cv, &sm->mu);
+    }
+    sm->bounce_busy[i] = 1;
+    pthread_mutex_unlock(&sm->mu);
+    return i;
+}
+
+static void bounce_give_back_(CkSummer* sm, int i) {
+    if (!sm) return;
+    pthread_mutex_lock(&sm->mu);
+    sm->bounce_busy[i] = 0;
+    pthread_cond_broadcast(&sm->cv);
+    pthread_mutex_unlock(&sm->mu);
 }
 
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
-                    size_t row_bytes, void* data, uint64_t* sum) {
+                    size_t row_bytes, void* data, uint64_t* sum, CkSummer* sm) {
     hid_t fs = H5Dget_space(ds);
     const haddr_t at = H5Dget_offset(ds);   // file offset of a contiguous dataset (memtype = file type)
     hsize_t dims[H5S_MAX_RANK];
@@ -155,22 +270,21 @@ herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, 
             H5Sselect_none(fs);
         }
         void* p = nd <= 0 ? (hi > lo ? data : dummy) : a < b ? (char*)data + (size_t)(a - lo) * mem_row : dummy;
-        // the checksum of a piece is taken while it is in cache: before the write copies it, after the read
+        // checksums go to the summer's thread: a written piece is summed while the write copies it
+        // (both only read it), a read one right after it arrives (still in cache)
         size_t piece_bytes = a < b ? (size_t)(b - a) * mem_row : 0;
         uint64_t first_word = (uint64_t)a * mem_row / 4;
-        if (sum && write && piece_bytes) *sum += ckpt_checksum(p, piece_bytes, first_word);
+        if (sum && write && piece_bytes) summer_add_(sm, NULL, p, piece_bytes, first_word, sum, -1);
         // a read into memory misaligned to the file offset goes through an aligned bounce buffer (fast
         // kernel copy), then one pass copies it out and takes the checksum
         int misaligned = at != HADDR_UNDEF && ((uintptr_t)p - (at + (haddr_t)a * mem_row)) % 64 != 0;
-        void* bounce = !write && nd > 0 && misaligned && piece_bytes >= BOUNCE_MIN_BYTES_ &&
-                               piece_bytes <= CKPT_READ_PIECE_BYTES ? bounce_() : NULL;
-        herr_t r = write ? H5Dwrite(ds, memtype, ms, fs, dxpl, p) : H5Dread(ds, memtype, ms, fs, dxpl, bounce ? bounce : p);
-        if (bounce && r >= 0) {
-            uint64_t k = ckpt_copy_checksum(p, bounce, piece_bytes, first_word);
-            if (sum) *sum += k;
-        } else if (sum && !write && piece_bytes && r >= 0) {
-            *sum += ckpt_checksum(p, piece_bytes, first_word);
-        }
+        int bounce = !write && nd > 0 && misaligned && piece_bytes >= BOUNCE_MIN_BYTES_ &&
+                             piece_bytes <= CKPT_READ_PIECE_BYTES ? bounce_take_(sm) : -1;
+        herr_t r = write ? H5Dwrite(ds, memtype, ms, fs, dxpl, p)
+                         : H5Dread(ds, memtype, ms, fs, dxpl, bounce >= 0 ? bounce_(bounce) : p);
+        if (bounce >= 0 && r >= 0) summer_add_(sm, p, bounce_(bounce), piece_bytes, first_word, sum, bounce);
+        else if (bounce >= 0) bounce_give_back_(sm, bounce);
+        else if (sum && !write && piece_bytes && r >= 0) summer_add_(sm, NULL, p, piece_bytes, first_word, sum, -1);
         if (r < 0) rc = r;
         H5Sclose(ms);
     }

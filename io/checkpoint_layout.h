@@ -64,13 +64,22 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
  * non-temporal stores), and the checksum of each piece is taken right after it arrives. */
 #define CKPT_READ_PIECE_BYTES ((size_t)1 << 20)
 
+/* A thread that takes checksums (and copies bounced reads into place) while the caller moves the
+ * next piece: on a core left free, the checksums cost no time. */
+typedef struct CkSummer CkSummer;
+CkSummer* ckpt_summer_start(void);      // NULL if no thread can be made: everything then runs inline
+void ckpt_summer_wait(CkSummer* sm);    // every queued job done: the sums are complete
+void ckpt_summer_stop(CkSummer* sm);    // wait, end the thread, free (NULL: nothing)
+
 /* Write (or read) rows [lo, hi) of dataset ds (this rank's part; lo == hi: none) in collective
  * pieces; every rank of the file's communicator calls it with the same max_rows (the largest part
  * of any rank) so all make the same number of calls. data holds (hi−lo)·row_elems elements of
  * memtype. sum (NULL: none): adds the checksum of the rows moved (word indices from row 0), taken
- * piece by piece while each is in cache. Returns the H5Dwrite/H5Dread status (< 0 on failure). */
+ * piece by piece while each is in cache, by sm's thread (sm NULL: inline). With a summer, *sum (and,
+ * for a read, data) is complete only after ckpt_summer_wait(sm). Returns the H5Dwrite/H5Dread
+ * status (< 0 on failure). */
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
-                    size_t row_bytes, void* data, uint64_t* sum);
+                    size_t row_bytes, void* data, uint64_t* sum, CkSummer* sm);
 
 /* Attributes of an object (file, group or dataset). Writers: every rank calls with the same value
  * (collective metadata in parallel HDF5). Return 0 or -1. */

@@ -5,7 +5,8 @@
  * Everything that can be checked without touching the Trainer is checked first (format, version,
  * every dataset's shape, the hashing arrays against the config's), identically on every rank; then
  * every rank reads replicated datasets whole, its own rows of the Engram tables and (under expert
- * parallelism) its own experts (independent MPI-IO transfers), taking checksums as the pieces arrive. Checksums are verified last: a refused file may leave the Trainer half-loaded,
+ * parallelism) its own experts (independent MPI-IO transfers), taking checksums as the pieces arrive
+ * (on a second thread). Checksums are verified last: a refused file may leave the Trainer half-loaded,
  * and the callers exit.
  */
 #include "checkpoint.h"
@@ -94,9 +95,9 @@ static int check_hash_(const hid_t* ids, const char* file, const Trainer* tr, co
 /* Read rows [lo, hi) of an open set (this rank's part of max_rows per rank) into out, adding their
  * checksum to *sum, and its stored checksum attribute into *want (*has: present). */
 static int read_set_(hid_t ds, const CkSet* s, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows, size_t row_bytes,
-                     void* out, uint64_t* sum, uint64_t* want, int* has) {
+                     void* out, uint64_t* sum, CkSummer* sm, uint64_t* want, int* has) {
     herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, lo, hi, max_rows,
-                             row_bytes, out, sum);
+                             row_bytes, out, sum, sm);
     *has = ckpt_attr_read_u64(ds, "checksum", want) == 0;
     return rc < 0 ? -1 : 0;
 }
@@ -115,6 +116,7 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
     uint64_t* want = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] the checksum attributes
     int* has = callocCheck((size_t)n + 1, sizeof(int));               // [n] attribute present
     int bad = -1;
+    CkSummer* sm = ckpt_summer_start();   // checksums on another thread while the next pieces are read
     for (int i = 0; i < n && bad < 0; i++) {
         const CkSet* s = &sets[i];
         int64_t first = 0, local = 0;
@@ -123,16 +125,17 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
         // checksums are taken piece by piece as the pieces arrive (in cache)
         if (s->sharded) {   // each row counted once in the sum: replicas of an expert outside the first group don't
             if (read_set_(ids[i], s, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
-                          s->writes ? &sums[i] : NULL, &want[i], &has[i])) bad = i;
+                          s->writes ? &sums[i] : NULL, sm, &want[i], &has[i])) bad = i;
         } else {   // every rank reads the whole of a replicated set itself (one kernel copy per rank from
                    // the shared page cache, where a read by rank 0 and a broadcast would cost two)
             size_t numel = 1;
             for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
             int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
             if (read_set_(ids[i], s, dxpl, 0, rows, rows, numel * (s->is_float ? 4 : 8) / (size_t)rows, out, &whole[i],
-                          &want[i], &has[i])) bad = i;
+                          sm, &want[i], &has[i])) bad = i;
         }
     }
+    ckpt_summer_stop(sm);   // every sum complete, every bounced piece in place
     if (comm != MPI_COMM_NULL) {
         MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
         MPI_Allreduce(MPI_IN_PLACE, sums, n, MPI_UINT64_T, MPI_SUM, comm);

@@ -86,9 +86,9 @@ static void checksum_equals_formula_where_weights_wrap(void** state) {
 }
 
 /* Write a [rows, cols] float dataset (datasets of 64 KiB and more on 4 KiB, as checkpoints do),
- * then read rows [lo, hi) into dst; returns the read's checksum. */
+ * then read rows [lo, hi) into dst; returns the read's checksum. sm: the checksum thread (NULL: inline). */
 static uint64_t write_then_read_(const char* path, const float* src, int64_t rows, int64_t cols, int64_t lo,
-                                 int64_t hi, void* dst) {
+                                 int64_t hi, void* dst, CkSummer* sm) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_alignment(fapl, (hsize_t)64 << 10, 4096);
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -99,9 +99,11 @@ static uint64_t write_then_read_(const char* path, const float* src, int64_t row
     hid_t ds = H5Dcreate2(f, "x", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     size_t row_bytes = (size_t)cols * 4;
     uint64_t wsum = 0, rsum = 0;
-    assert_true(ckpt_rows_io(1, ds, H5T_NATIVE_FLOAT, H5P_DEFAULT, 0, rows, rows, row_bytes, (void*)src, &wsum) >= 0);
+    assert_true(ckpt_rows_io(1, ds, H5T_NATIVE_FLOAT, H5P_DEFAULT, 0, rows, rows, row_bytes, (void*)src, &wsum, sm) >= 0);
+    ckpt_summer_wait(sm);
     assert_true(wsum == formula_(src, (size_t)rows * row_bytes, 0));
-    assert_true(ckpt_rows_io(0, ds, H5T_NATIVE_FLOAT, H5P_DEFAULT, lo, hi, hi - lo, row_bytes, dst, &rsum) >= 0);
+    assert_true(ckpt_rows_io(0, ds, H5T_NATIVE_FLOAT, H5P_DEFAULT, lo, hi, hi - lo, row_bytes, dst, &rsum, sm) >= 0);
+    ckpt_summer_wait(sm);   // the bounced pieces are copied into dst by the thread
     H5Dclose(ds), H5Pclose(dcpl), H5Sclose(sp), H5Fclose(f), H5Pclose(fapl);
     return rsum;
 }
@@ -112,22 +114,26 @@ static void misaligned_read_equals_written(void** state) {
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    const int64_t rows = 9001, cols = 37;   // 1.3 MB: more than one read piece; rows not a multiple of anything
+    const int64_t rows = 40009, cols = 37;   // 5.9 MB: more read pieces than bounce buffers; rows prime
     float* src = callocPagesCheck((size_t)rows * cols, sizeof(float));
     fill_(src, (size_t)rows * cols * 4, 11);
     char* dst = callocPagesCheck((size_t)rows * cols * 4 + 64, 1);
-    const int64_t ranges[][2] = {{0, rows}, {5, 8999}, {3, 400}};   // whole, most, one small piece
-    const int shifts[] = {0, 4, 16, 60};                            // 0: direct; others: through the bounce buffer
+    const int64_t ranges[][2] = {{0, rows}, {5, 39999}, {3, 400}};   // whole, most, one small piece
+    const int shifts[] = {0, 4, 16, 60};                             // 0: direct; others: through the bounce buffer
+    CkSummer* sm = ckpt_summer_start();
+    assert_non_null(sm);
     for (size_t r = 0; r < sizeof ranges / sizeof *ranges; r++)
-        for (size_t k = 0; k < sizeof shifts / sizeof *shifts; k++) {
+        for (size_t k = 0; k < 2 * sizeof shifts / sizeof *shifts; k++) {   // inline, then on the summer thread
             int64_t lo = ranges[r][0], hi = ranges[r][1];
             size_t nbytes = (size_t)(hi - lo) * cols * 4;
             memset(dst, 0xee, (size_t)rows * cols * 4 + 64);
-            uint64_t sum = write_then_read_(path, src, rows, cols, lo, hi, dst + shifts[k]);
-            assert_memory_equal(dst + shifts[k], (const char*)src + (size_t)lo * cols * 4, nbytes);
-            assert_true((unsigned char)dst[shifts[k] + nbytes] == 0xee);   // nothing written past the rows
-            assert_true(sum == formula_(dst + shifts[k], nbytes, (uint64_t)lo * cols));
+            const int shift = shifts[k % 4];
+            uint64_t sum = write_then_read_(path, src, rows, cols, lo, hi, dst + shift, k < 4 ? NULL : sm);
+            assert_memory_equal(dst + shift, (const char*)src + (size_t)lo * cols * 4, nbytes);
+            assert_true((unsigned char)dst[shift + nbytes] == 0xee);   // nothing written past the rows
+            assert_true(sum == formula_(dst + shift, nbytes, (uint64_t)lo * cols));
         }
+    ckpt_summer_stop(sm);
     free(src);
     free(dst);
     unlink(path);
