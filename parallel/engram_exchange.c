@@ -146,6 +146,14 @@ static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
     size_t n = (size_t)p->n_recv;
     p->n_own = 0;
     for (size_t i = 0; i < n; i++) {
+        if (i + ENGRAM_PREFETCH_AHEAD < n) {   // stamps of rows scattered over the tables
+            const int64_t k = p->rkeys[i + ENGRAM_PREFETCH_AHEAD];
+            const int64_t rk = ROWKEY_ROW(k) - t->first[ROWKEY_LAYER(k)];
+            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) {
+                __builtin_prefetch(&ex->stamp[ROWKEY_LAYER(k)][rk]);
+                __builtin_prefetch(&ex->slot[ROWKEY_LAYER(k)][rk]);
+            }
+        }
         int l = ROWKEY_LAYER(p->rkeys[i]);
         int64_t r = ROWKEY_ROW(p->rkeys[i]) - t->first[l];
         if (r < 0 || r >= t->local[l])
@@ -267,14 +275,23 @@ void exchange_backward(Exchange* ex) {
     mpiCheck(MPI_Alltoallv(ex->srows, p->swire, p->sdispl, ex->row_t, ex->rrows, p->rwire, p->rdispl, ex->row_t,
                            ex->comm->comm));
     // contributions are grouped by asking rank, ascending, so summing in that order sums in rank
-    // order; this rank's own sit in srows (they never went through MPI)
-    memset(ex->own_grads, 0, (size_t)p->n_own * Dh * sizeof(float));
+    // order; this rank's own sit in srows (they never went through MPI). A row's first contribution
+    // is copied, not added to zero: own_keys are numbered in order of first request, so row `fresh`
+    // is new exactly when own_inv[i] reaches it
     const int64_t self_lo = p->rdispl[me], self_hi = self_lo + p->rcount[me];
+    int64_t fresh = 0;
     for (int64_t i = 0; i < p->n_recv; i++) {
+        if (i + ENGRAM_PREFETCH_AHEAD < p->n_recv)   // rows of own_grads are scattered (megabytes of them)
+            engram_prefetch(ex->own_grads + (size_t)p->own_inv[i + ENGRAM_PREFETCH_AHEAD] * Dh, Dh * sizeof(float));
         float* g = ex->own_grads + (size_t)p->own_inv[i] * Dh;
         const float* c = i >= self_lo && i < self_hi ? ex->srows + (size_t)(p->sdispl[me] + (i - self_lo)) * Dh
                                                      : ex->rrows + (size_t)i * Dh;
-        for (size_t j = 0; j < Dh; j++) g[j] += c[j];
+        if (p->own_inv[i] == fresh) {
+            memcpy(g, c, Dh * sizeof(float));
+            fresh++;
+        } else {
+            for (size_t j = 0; j < Dh; j++) g[j] += c[j];
+        }
     }
     int64_t row_bytes = (int64_t)(Dh * sizeof(float));
     ex->st.bytes_sent += ex->st.remote * row_bytes;

@@ -141,13 +141,19 @@ void tables_free(EngramTables* t) {
 void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out) {
     // threads only for large gathers: a team costs more than it saves on a few MB (and much more
     // where ranks already fill the cores)
+    const size_t row_bytes = (size_t)t->Dh * sizeof(float);
 #pragma omp parallel for schedule(static) if (n * t->Dh >= GATHER_PARALLEL_FLOATS_)
     for (int64_t i = 0; i < n; i++) {
+        if (i + ENGRAM_PREFETCH_AHEAD < n) {   // the rows are scattered over tables larger than the caches
+            const int64_t k = keys[i + ENGRAM_PREFETCH_AHEAD];
+            const int64_t rk = ROWKEY_ROW(k) - t->first[ROWKEY_LAYER(k)];
+            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) engram_prefetch(t->table[ROWKEY_LAYER(k)] + rk * t->Dh, row_bytes);
+        }
         int l = ROWKEY_LAYER(keys[i]);
         int64_t r = ROWKEY_ROW(keys[i]) - t->first[l];
         if (r < 0 || r >= t->local[l])
             engram_die("this is a bug: a row was gathered from a rank that does not own it",
                        "row %lld of layer %d is not held here", (long long)ROWKEY_ROW(keys[i]), l);
-        memcpy(out + i * t->Dh, t->table[l] + r * t->Dh, (size_t)t->Dh * sizeof(float));
+        memcpy(out + i * t->Dh, t->table[l] + r * t->Dh, row_bytes);
     }
 }
