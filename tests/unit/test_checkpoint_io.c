@@ -114,11 +114,12 @@ static void misaligned_read_equals_written(void** state) {
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    const int64_t rows = 40009, cols = 37;   // 5.9 MB: more read pieces than bounce buffers; rows prime
+    // five read pieces and a bit (more than the bounce buffers in flight); rows odd, cols prime
+    const int64_t cols = 37, rows = (int64_t)(5 * CKPT_READ_PIECE_BYTES / (cols * 4)) + 4001;
     float* src = callocPagesCheck((size_t)rows * cols, sizeof(float));
     fill_(src, (size_t)rows * cols * 4, 11);
     char* dst = callocPagesCheck((size_t)rows * cols * 4 + 64, 1);
-    const int64_t ranges[][2] = {{0, rows}, {5, 39999}, {3, 400}};   // whole, most, one small piece
+    const int64_t ranges[][2] = {{0, rows}, {5, rows - 10}, {3, 400}};   // whole, most, one small piece
     const int shifts[] = {0, 4, 16, 60};                             // 0: direct; others: through the bounce buffer
     CkSummer* sm = ckpt_summer_start();
     assert_non_null(sm);
