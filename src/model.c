@@ -6,7 +6,6 @@
 #include "model.h"
 
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 #include "common.h"
@@ -69,7 +68,7 @@ static void acts_alloc_(Model* m, const Config* c) {
     m->head_rows = HEAD_ROWS_ < (int)BT ? HEAD_ROWS_ : (int)BT;
     // one head lane per thread (ops.h head_xent), no more than there are blocks
     const int blocks = (int)((BT + (size_t)m->head_rows - 1) / (size_t)m->head_rows);
-    m->head_lanes = ops_gemm_in_parallel() ? omp_get_max_threads() : 1;
+    m->head_lanes = ops_gemm_in_parallel() ? ops_threads() : 1;
     m->head_lanes = m->head_lanes < blocks ? m->head_lanes : blocks;
     m->head_s = fbuf_((size_t)m->head_lanes * m->head_rows * m->V);
     m->dx_head = fbuf_(BT * D);

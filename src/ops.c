@@ -42,9 +42,21 @@ void ops_gemm(int ta, int tb, int M, int N, int K, float alpha, const float* A, 
 }
 
 int ops_gemm_in_parallel(void) {
+#ifdef _OPENMP
     static int openmp = -1;   // OpenBLAS's threading: 0 none, 1 pthreads, 2 OpenMP
     if (openmp < 0) openmp = openblas_get_parallel() == 2;
     return openmp;
+#else
+    return 0;   // our loops run on one thread: let the BLAS thread each GEMM
+#endif
+}
+
+int ops_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
 
 /* ---- linear ---------------------------------------------------------------------------------- */

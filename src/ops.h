@@ -25,6 +25,8 @@ extern double ops_gemm_seconds;
  * where loops of GEMMs should stay serial and let each GEMM be threaded. A GEMM inside a parallel
  * region counts its wall time divided by the team's size in ops_gemm_seconds. */
 int ops_gemm_in_parallel(void);
+/* Threads our OpenMP loops use (1 in a build without OpenMP). */
+int ops_threads(void);
 
 /* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
 /* Token embedding on G branches: h [N,G,D] gets row x[n] of wte [V,D] on every branch. */
