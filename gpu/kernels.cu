@@ -1,6 +1,8 @@
 /*
- * kernels.cu — the CUDA kernels of the backend (kernels.h): RMSNorm, RoPE, the causal softmax of
- * attention, SwiGLU, cross-entropy, the embedding, Σg², Adam(W) and the lazy Adam of Engram rows.
+ * kernels.cu — the CUDA kernels of the backend (kernels.h): element-wise scale and add, the
+ * hyper-connection branch mean / sum / add, bias add and gradient, RMSNorm, RoPE, the causal
+ * softmax of attention, SwiGLU, cross-entropy, the embedding, Σg², Adam(W) and the lazy Adam of
+ * Engram rows.
  * Each mirrors its CPU twin in ops.c / optim.c line by line, so the tests can hold them to ~1e-5.
  *
  * Deliberately plain: one block of 256 threads per row for the row-wise ops (block reductions in
@@ -42,6 +44,65 @@ __global__ void to_bf16_(__nv_bfloat16* dst, const float* src, size_t n) {
 }
 extern "C" void kernels_to_bf16(void* dst, const float* src, size_t n, cudaStream_t st) {
     if (n) to_bf16_<<<grid_(n), THREADS, 0, st>>>((__nv_bfloat16*)dst, src, n);
+}
+
+/* ---- element-wise, hyper-connection branches, bias ---------------------------------------------- */
+
+__global__ void scale_(float* y, const float* x, float alpha, size_t n) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) y[i] = x[i] * alpha;
+}
+extern "C" void kernels_scale(float* y, const float* x, float alpha, size_t n, cudaStream_t st) {
+    if (n) scale_<<<grid_(n), THREADS, 0, st>>>(y, x, alpha, n);
+}
+__global__ void add_(float* y, const float* x, size_t n) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) y[i] += x[i];
+}
+extern "C" void kernels_add(float* y, const float* x, size_t n, cudaStream_t st) {
+    if (n) add_<<<grid_(n), THREADS, 0, st>>>(y, x, n);
+}
+
+// one thread per output element [N,D], branches added in order, then times k (1/G or 1)
+__global__ void branches_reduce_(float* out, const float* h, long n, int G, int D, float k) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    const size_t t = (size_t)(i / D), d = (size_t)(i % D);
+    float s = 0.0f;
+    for (int g = 0; g < G; g++) s += h[(t * G + g) * D + d];
+    out[i] = s * k;
+}
+extern "C" void kernels_branches_reduce(float* out, const float* h, int N, int G, int D, float k, cudaStream_t st) {
+    const long n = (long)N * D;
+    if (n) branches_reduce_<<<grid_(n), THREADS, 0, st>>>(out, h, n, G, D, k);
+}
+__global__ void branches_add_(float* h, const float* x, long n, int G, int D) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;   // over [N,G,D]
+    if (i < n) h[i] += x[(size_t)(i / D / G) * D + i % D];
+}
+extern "C" void kernels_branches_add(float* h, const float* x, int N, int G, int D, cudaStream_t st) {
+    const long n = (long)N * G * D;
+    if (n) branches_add_<<<grid_(n), THREADS, 0, st>>>(h, x, n, G, D);
+}
+
+__global__ void bias_add_(float* out, const float* bias, long n, int Dout) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) out[i] += bias[i % Dout];
+}
+extern "C" void kernels_bias_add(float* out, const float* bias, int N, int Dout, cudaStream_t st) {
+    const long n = (long)N * Dout;
+    if (n) bias_add_<<<grid_(n), THREADS, 0, st>>>(out, bias, n, Dout);
+}
+// dbias[o] += Σ_n dout[n,o]: one thread per column, tokens in order (as the CPU's loop)
+__global__ void bias_grad_(float* dbias, const float* dout, int N, int Dout) {
+    int o = blockIdx.x * THREADS + threadIdx.x;
+    if (o >= Dout) return;
+    float s = dbias[o];
+    for (int n = 0; n < N; n++) s += dout[(size_t)n * Dout + o];
+    dbias[o] = s;
+}
+extern "C" void kernels_bias_grad(float* dbias, const float* dout, int N, int Dout, cudaStream_t st) {
+    if (Dout) bias_grad_<<<grid_(Dout), THREADS, 0, st>>>(dbias, dout, N, Dout);
 }
 
 /* ---- RMSNorm ------------------------------------------------------------------------------------- */

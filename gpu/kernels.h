@@ -21,6 +21,16 @@ extern "C" {
 /* dst [n] bfloat16 (round to nearest even) of src [n]. */
 void kernels_to_bf16(void* dst, const float* src, size_t n, cudaStream_t st);
 
+/* y = x·alpha (x may be y); y += x. */
+void kernels_scale(float* y, const float* x, float alpha, size_t n, cudaStream_t st);
+void kernels_add(float* y, const float* x, size_t n, cudaStream_t st);
+/* out[N,D] = (Σ_g h[N,G,D])·k (k = 1/G: the mean); h[n,g] += x[n] on every branch. */
+void kernels_branches_reduce(float* out, const float* h, int N, int G, int D, float k, cudaStream_t st);
+void kernels_branches_add(float* h, const float* x, int N, int G, int D, cudaStream_t st);
+/* out[N,Dout] += bias[Dout]; dbias[Dout] += Σ_n dout[n] (tokens in order). */
+void kernels_bias_add(float* out, const float* bias, int N, int Dout, cudaStream_t st);
+void kernels_bias_grad(float* dbias, const float* dout, int N, int Dout, cudaStream_t st);
+
 void kernels_rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps,
                              cudaStream_t st);
 void kernels_rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,

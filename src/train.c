@@ -13,8 +13,13 @@
 #define BUCKET_FLOATS ((size_t)1 << 22)   // 16 MiB all-reduce buckets
 
 void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm) {
+    trainer_init_on(tr, c, B, seed, comm, backend_cpu());
+}
+
+void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm, Backend* be) {
     memset(tr, 0, sizeof *tr);
     tr->comm = comm;
+    tr->be = be;
     tr->ep = c->parallel.expert_parallel;
     if (c->moe.layers.n == 0) tr->ep = 1;   // nothing to shard
     if (tr->ep > 1 && !comm)
@@ -22,10 +27,10 @@ void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm
                    "parallel.expert_parallel = %d needs MPI ranks", tr->ep);
     if (tr->ep > 1) {
         expert_exchange_init(&tr->xx, comm, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
-        model_init_ep(&tr->model, c, B, tr->ep, tr->xx.pos);
+        model_init_on(&tr->model, c, B, tr->ep, tr->xx.pos, be);
         tr->model.route = &tr->xx.route;
     } else {
-        model_init(&tr->model, c, B);
+        model_init_on(&tr->model, c, B, 1, 0, be);
     }
     model_init_params(&tr->model, seed);
     const Model* m = &tr->model;
@@ -184,11 +189,11 @@ static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads,
  * replicated tensors are counted here, the experts once over the group. */
 static double dense_sumsq_(Trainer* tr) {
     const TensorTable* tt = &tr->model.tt;
-    if (tr->ep == 1) return optim_sumsq(tr->model.grads, tt->dense_numel);
+    if (tr->ep == 1) return tr->be->sumsq(tr->be, tr->model.grads, tt->dense_numel);
     double ss = 0.0;
     for (int i = 0; i < tt->n; i++)
         if (tt->t[i].group != OPT_TABLE && tt->t[i].shard != SHARD_EXPERTS)
-            ss += optim_sumsq(tr->model.grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
+            ss += tr->be->sumsq(tr->be, tr->model.grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
     return ss + expert_sumsq(&tr->xx, tt, tr->model.grads);
 }
 
@@ -239,7 +244,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     double scale = optim_clip_scale(tr->grad_norm, c->train.grad_clip);
     tr->lr = optim_lr(c, (int)tr->step);
     tr->step++;
-    optim_adamw(&m->tt, m->params, m->grads, m->m, m->v, c, tr->lr, tr->step, scale);
+    optim_adamw(tr->be, &m->tt, m->params, m->grads, m->m, m->v, c, tr->lr, tr->step, scale);
     if (has_rows) optim_rows_adam(&tr->tables, keys, n_keys, grads, c, tr->lr, tr->step, scale);
     tr->t_step = engram_now() - t0;
     return loss;
