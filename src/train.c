@@ -1,5 +1,7 @@
 /*
- * train.c — the training step (train.h): one process, or P data-parallel ranks.
+ * train.c — the training step (train.h): one process, or P data-parallel ranks. The dense
+ * gradients' all-reduce, Σg² and the AdamW step go through the trainer's Backend; the Engram rows
+ * (hashing, exchange, lazy Adam) and the MoE statistics stay on the host.
  */
 #include "train.h"
 
@@ -7,18 +9,26 @@
 #include <string.h>
 
 #include "common.h"
+#include "device.h"
 #include "grad_sync.h"
 #include "optim.h"
 
 #define BUCKET_FLOATS ((size_t)1 << 22)   // 16 MiB all-reduce buckets
 
 void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm) {
-    trainer_init_on(tr, c, B, seed, comm, backend_cpu());
+    trainer_init_on(tr, c, B, seed, comm, NULL);
 }
 
 void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm, Backend* be) {
     memset(tr, 0, sizeof *tr);
     tr->comm = comm;
+    if (!be) {   // the CPU backend of this process, with MPI collectives over comm's ranks
+        char err[512];
+        if (comm && device_open(&tr->own_be, DEVICE_CPU, BACKEND_FP32, comm->comm, err, sizeof err) != 0)
+            engram_die("this is a bug: the CPU backend always opens", "%s", err);
+        if (!comm) backend_cpu_init(&tr->own_be);
+        be = &tr->own_be;
+    }
     tr->be = be;
     tr->ep = c->parallel.expert_parallel;
     if (c->moe.layers.n == 0) tr->ep = 1;   // nothing to shard
@@ -69,6 +79,7 @@ void trainer_free(Trainer* tr) {
     free(tr->uniq);
     model_free(&tr->model);
     if (tr->ep > 1) expert_exchange_free(&tr->xx);
+    if (tr->be == &tr->own_be) tr->own_be.close(&tr->own_be);
 }
 
 /* Compress x [B,T] to V' (negative ids pass through, spec/ENGRAM.md §2.3; identity without a
@@ -222,7 +233,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     model_backward(m, tr->n_tok_glob, tr->de_ptr);
     if (nonfinite_injected_(tr)) m->grads[0] = NAN;
     progress_(tr);
-    tr->t_allreduce = tr->comm ? grad_sync_dense(tr->comm, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
+    tr->t_allreduce = tr->comm ? grad_sync_dense(tr->be, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
     if (tr->ep > 1) tr->t_allreduce += expert_grad_sync(&tr->xx, &m->tt, m->grads);
     progress_(tr);
     double ss_dense = dense_sumsq_(tr), ss_rows = 0;
