@@ -299,6 +299,27 @@ static void cuda_embedding_backward_(Backend* be, float* dwte, const float* dh, 
     launchCheck();
 }
 
+/* ---- the Engram layer's token-wise parts ---------------------------------------------------------- */
+
+static void cuda_engram_gate_forward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                      float* out, float* acts) {
+    kernels_engram_gate_forward(*d, *w, h, out, engram_acts_split(d, acts), impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_engram_conv_forward_(Backend* be, const EngramDims* d, const float* conv, float* acts, float* out) {
+    kernels_engram_conv_forward(*d, conv, engram_acts_split(d, acts), out, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_engram_tokens_backward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                         const float* acts, const float* dout, float* dy, float* dx, float* dv,
+                                         float* dh, double* part, EngramWeights* g) {
+    int csize, chunks;
+    engram_backward_chunks(d->B * d->T, &csize, &chunks);   // the CPU's chunks: the same partial sums
+    kernels_engram_tokens_backward(*d, *w, h, engram_acts_split(d, (float*)acts), dout, dy, dx, dv, dh, part, csize,
+                                   chunks, *g, impl_(be)->stream);
+    launchCheck();
+}
+
 /* ---- optimizer ------------------------------------------------------------------------------------ */
 
 static double cuda_sumsq_(Backend* be, const float* g, size_t n) {
@@ -437,6 +458,9 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->head_xent = cuda_head_xent_;
     be->embedding_forward = cuda_embedding_forward_;
     be->embedding_backward = cuda_embedding_backward_;
+    be->engram_gate_forward = cuda_engram_gate_forward_;
+    be->engram_conv_forward = cuda_engram_conv_forward_;
+    be->engram_tokens_backward = cuda_engram_tokens_backward_;
     be->sumsq = cuda_sumsq_;
     be->adam = cuda_adam_;
     be->rows_adam = cuda_rows_adam_;

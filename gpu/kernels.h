@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engram_layer.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -53,6 +55,17 @@ void kernels_crossentropy_backward(float* probs, const int32_t* y, int N, int V,
 void kernels_embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D, cudaStream_t st);
 void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
                                 cudaStream_t st);
+
+/* The Engram layer's token-wise parts (engram_layer.h, engram_layer.c's loops); a [acts] views,
+ * w and g device pointers. gate: adds the biases bk, bv first, then per (token, branch) the gate.
+ * tokens_backward: part [chunks, G·D·(4+K)+D] doubles of scratch, chunks of csize tokens as
+ * engram_backward_chunks gives; zeroed here. */
+void kernels_engram_gate_forward(EngramDims d, EngramWeights w, const float* h, float* out, EngramActs a,
+                                 cudaStream_t st);
+void kernels_engram_conv_forward(EngramDims d, const float* conv, EngramActs a, float* out, cudaStream_t st);
+void kernels_engram_tokens_backward(EngramDims d, EngramWeights w, const float* h, EngramActs a, const float* dout,
+                                    float* dy, float* dx, float* dv, float* dh, double* part, int csize, int chunks,
+                                    EngramWeights g, cudaStream_t st);
 
 /* partial [blocks] sums of g², blocks = kernels_sumsq_blocks(n); the caller adds them in order. */
 int kernels_sumsq_blocks(size_t n);

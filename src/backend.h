@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engram_layer.h"
+
 /* Precision of the GEMMs. fp32: exact fp32 products (the mode tests compare across devices);
  * bf16: inputs rounded to bfloat16, products accumulated in fp32, fp32 results (the fp32 master
  * weights and everything outside the GEMMs stay fp32). The CPU backend always computes in fp32. */
@@ -95,6 +97,15 @@ struct Backend {
      * backward: dwte[x[n]] += Σ_g dh[n,g], in token order (deterministic when ids repeat). */
     void (*embedding_forward)(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D);
     void (*embedding_backward)(Backend* be, float* dwte, const float* dh, const int32_t* x, int N, int G, int D);
+
+    /* The Engram layer's token-wise parts (engram_layer.h: engram_gate_forward, engram_conv_forward,
+     * engram_tokens_backward); its projections go through gemm. w, g hold be's pointers. */
+    void (*engram_gate_forward)(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                float* out, float* acts);
+    void (*engram_conv_forward)(Backend* be, const EngramDims* d, const float* conv, float* acts, float* out);
+    void (*engram_tokens_backward)(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                   const float* acts, const float* dout, float* dy, float* dx, float* dv,
+                                   float* dh, double* part, EngramWeights* g);
 
     /* Σ g² in double (for clipping by the global norm); comes back to the host. */
     double (*sumsq)(Backend* be, const float* g, size_t n);

@@ -112,6 +112,21 @@ static void cpu_embedding_backward_(Backend* be, float* dwte, const float* dh, c
     embedding_backward(dwte, dh, x, N, G, D);
 }
 
+/* ---- the Engram layer's token-wise parts: engram_layer.c -------------------------------------- */
+
+static void cpu_engram_gate_forward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                     float* out, float* acts) {
+    (void)be, engram_gate_forward(d, w, h, out, acts);
+}
+static void cpu_engram_conv_forward_(Backend* be, const EngramDims* d, const float* conv, float* acts, float* out) {
+    (void)be, engram_conv_forward(d, conv, acts, out);
+}
+static void cpu_engram_tokens_backward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                        const float* acts, const float* dout, float* dy, float* dx, float* dv,
+                                        float* dh, double* part, EngramWeights* g) {
+    (void)be, engram_tokens_backward(d, w, h, acts, dout, dy, dx, dv, dh, part, g);
+}
+
 /* ---- optimizer: optim.c ------------------------------------------------------------------------ */
 
 static double cpu_sumsq_(Backend* be, const float* g, size_t n) {
@@ -183,6 +198,9 @@ void backend_cpu_init(Backend* be) {
     be->head_xent = cpu_head_xent_;
     be->embedding_forward = cpu_embedding_forward_;
     be->embedding_backward = cpu_embedding_backward_;
+    be->engram_gate_forward = cpu_engram_gate_forward_;
+    be->engram_conv_forward = cpu_engram_conv_forward_;
+    be->engram_tokens_backward = cpu_engram_tokens_backward_;
     be->sumsq = cpu_sumsq_;
     be->adam = cpu_adam_;
     be->rows_adam = cpu_rows_adam_;

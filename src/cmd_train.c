@@ -281,7 +281,7 @@ int cmd_train(int argc, char** argv) {
         int no_gpu = w.rank == 0 ? device_probe(DEVICE_CUDA, err, sizeof err) : 0;
         if (!no_gpu && w.rank == 0)
             engram_errf(err, sizeof err, "parallel.device=cuda: the model does not run on the CUDA backend yet (its "
-                                         "MoE and Engram layers, Engram rows and checkpoints are host-only; "
+                                         "MoE layers, Engram rows and checkpoints are host-only; "
                                          "docs/gpu.md); use parallel.device=cpu");
         agree_(&w, -1, err, sizeof err);
     }
@@ -310,8 +310,8 @@ int cmd_train(int argc, char** argv) {
     if (has_val && dataset_open(&val, c.data.val, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0)
         fail_(&w, "data.val: %s", err);
 
-    // model on the backend of parallel.device (cuda is refused above: MoE, Engram and checkpoints do
-    // not go through it yet), and the newest checkpoint if there is one
+    // model on the backend of parallel.device (cuda is refused above: MoE, the Engram rows and
+    // checkpoints do not go through it yet), and the newest checkpoint if there is one
     Backend be;
     if (device_open(&be, c.parallel.device, BACKEND_FP32, w.comm, err, sizeof err) != 0) fail_(&w, "%s", err);
     Trainer tr;

@@ -1,11 +1,12 @@
 /*
  * model.c — forward and backward of the whole model (model.h, docs/model.md). Long but linear:
- * the per-op math is behind the model's Backend (backend.h: ops.c on the CPU) and in moe.c and
- * engram_layer.c; this file decides the order, keeps the residual stream [B,T,G,D] and hands each
+ * the per-op math is behind the model's Backend (backend.h: ops.c on the CPU), in engram_layer.c
+ * (itself on the backend) and in moe.c; this file decides the order, keeps the residual stream [B,T,G,D] and hands each
  * op its slice of the planned activation memory, which it allocates through the backend.
  *
- * Not yet through the backend (docs/gpu.md): the MoE and Engram layers (moe.c, engram_layer.c
- * call ops.c on host memory), so only a host backend can run a model that has them.
+ * Not yet through the backend (docs/gpu.md): the MoE layer (moe.c calls ops.c on host memory),
+ * and the gathered Engram rows e / de are the caller's host buffers; so only a host backend can
+ * run a model with MoE or Engram layers.
  */
 #include "model.h"
 
@@ -233,7 +234,7 @@ double model_forward(Model* m, const int32_t* x, const int32_t* y, float* const*
         BlockActs* a = &m->acts[l];
         if (p->engram >= 0) {
             be->copy(be, a->h_in, m->h, (size_t)BT * G * D * sizeof(float));
-            engram_layer_forward(&m->edims, &p->eng, e[p->engram], a->h_in, a->eng_out, a->eng_acts);
+            engram_layer_forward_on(be, &m->edims, &p->eng, e[p->engram], a->h_in, a->eng_out, a->eng_acts);
             be->add(be, m->h, a->eng_out, (size_t)BT * G * D);
         }
         attention_block_forward_(m, p, a);
@@ -324,7 +325,7 @@ static void engram_block_backward_(Model* m, int l, float* de) {
     // h_out = h_in + engram_out(h_in, e): dh_in = dh_out + (the query path, accumulated below)
     m->be->copy(m->be, m->s_eng, m->dh, n * sizeof(float));
     EngramWeights g = dp->eng;
-    engram_layer_backward(&m->edims, &p->eng, m->e[p->engram], a->h_in, a->eng_acts, m->s_eng, de, m->dh, &g);
+    engram_layer_backward_on(m->be, &m->edims, &p->eng, m->e[p->engram], a->h_in, a->eng_acts, m->s_eng, de, m->dh, &g);
 }
 
 void model_backward(Model* m, double n_tok_glob, float* const* de) {

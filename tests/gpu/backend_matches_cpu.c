@@ -2,7 +2,8 @@
  * backend_matches_cpu.c — every op of the CUDA backend against the CPU backend (ops.c / optim.c,
  * which the unit and reference tests hold to PyTorch) on the same random inputs, with shapes that
  * divide nothing evenly: GEMMs in fp32 (≤ 1e-5 relative) and bf16 (≤ 2e-2), each kernel and each
- * composed op (linear layers with bias, the fused output head) (≤ 1e-5),
+ * composed op (linear layers with bias, the fused output head, the Engram layer) (≤ 1e-5; 1e-4
+ * for the Engram backward),
  * and the NCCL collectives at whatever P it runs with (1 on a one-GPU machine). Errors are
  * normwise: max |gpu − cpu| / max |cpu|.
  *
@@ -20,6 +21,7 @@
 #include "common.h"
 #include "config.h"
 #include "device.h"
+#include "engram_layer.h"
 #include "rng.h"
 
 #define SKIP 77
@@ -310,6 +312,45 @@ static void embedding_case_(Backend* be[2]) {
     free(wte), free(dh), free(dw0);
 }
 
+/* The Engram layer's forward and backward through each backend: its GEMMs and the token-wise ops
+ * (gate, ShortConv, their backward with the chunked weight-gradient sums). N = 87 tokens (chunks of
+ * 2), D = 300 > one block of threads. The backward's tolerance is 1e-4: the signed square root's
+ * derivative 1/(2·sqrt|s|) magnifies the rounding differences of s near 0. */
+static void engram_case_(Backend* be[2]) {
+    const EngramDims d = {.B = 3, .T = 29, .G = 2, .D = 300, .Ein = 24, .K = 3, .dilation = 2, .qk_eps = 1e-6f,
+                          .conv_eps = 1e-5f};
+    const size_t N = (size_t)d.B * d.T, GD = (size_t)d.G * d.D, Ein = d.Ein, nacts = engram_acts_floats(&d);
+    // flat weights in EngramWeights' order: wk, bk, wv, bv, norm_k, norm_q, norm_c, conv
+    const size_t sz[8] = {GD * Ein, GD, (size_t)d.D * Ein, (size_t)d.D, GD, GD, GD, GD * d.K};
+    size_t nw = 0;
+    for (int i = 0; i < 8; i++) nw += sz[i];
+    float *wts = randn_(nw, 0.2f), *g0 = randn_(nw, 0.1f);
+    for (size_t i = sz[0] + sz[1] + sz[2] + sz[3], j = 0; j < 3 * GD; i++, j++) wts[i] += 1.0f;   // norms near 1
+    float *e = randn_(N * Ein, 1.0f), *h = randn_(N * GD, 1.0f), *dout = randn_(N * GD, 1.0f);
+    float* dh0 = randn_(N * GD, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dWt = upf_(&a, wts, nw), *dG = upf_(&a, g0, nw), *dE = upf_(&a, e, N * Ein), *dH = upf_(&a, h, N * GD);
+        float *dDo = upf_(&a, dout, N * GD), *dDh = upf_(&a, dh0, N * GD), *dOut = upf_(&a, NULL, N * GD);
+        float *dActs = upf_(&a, NULL, nacts), *dDe = upf_(&a, NULL, N * Ein);
+        float* pw[8], * pg[8];
+        for (int i = 0, off = 0; i < 8; off += (int)sz[i], i++) pw[i] = dWt + off, pg[i] = dG + off;
+        EngramWeights w = {pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6], pw[7]};
+        EngramWeights g = {pg[0], pg[1], pg[2], pg[3], pg[4], pg[5], pg[6], pg[7]};
+        engram_layer_forward_on(be[k], &d, &w, dE, dH, dOut, dActs);
+        engram_layer_backward_on(be[k], &d, &w, dE, dH, dActs, dDo, dDe, dDh, &g);
+        fetch_(&o, k, &a, "engram forward out", dOut, N * GD, TOL32);
+        fetch_(&o, k, &a, "engram forward acts", dActs, nacts, TOL32);
+        fetch_(&o, k, &a, "engram backward de", dDe, N * Ein, 1e-4);
+        fetch_(&o, k, &a, "engram backward dh (+=)", dDh, N * GD, 1e-4);
+        fetch_(&o, k, &a, "engram backward weights (+=)", dG, nw, 1e-4);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(wts), free(g0), free(e), free(h), free(dout), free(dh0);
+}
+
 /* Three AdamW steps with decay and a clip scale, then Σg², then the lazy Adam of table rows. */
 static void optim_case_(Backend* be[2]) {
     const size_t n = 100003;
@@ -424,6 +465,7 @@ int main(int argc, char** argv) {
     crossentropy_case_(be);
     head_case_(be);
     embedding_case_(be);
+    engram_case_(be);
     optim_case_(be);
     collectives_case_(&gpu);
     printf("rank %d of %d: %s\n", gpu.rank, gpu.size, failures_ ? "FAILED" : "all ops match the CPU backend");
