@@ -1,6 +1,7 @@
 /*
- * backend_cuda.c — the CUDA backend (backend_cuda.h): memory, cuBLAS GEMMs, attention composed
- * from strided-batched GEMMs and the softmax kernels, the launchers of kernels.cu, and NCCL
+ * backend_cuda.c — the CUDA backend (backend_cuda.h): memory, cuBLAS GEMMs, the linear layers,
+ * attention and the fused output head composed from GEMMs and kernels, the launchers of
+ * kernels.cu, and NCCL
  * collectives (all-reduce; all-to-allv as grouped send/recv). Everything runs in order on one
  * stream; to_host and the ops that return a number to the host wait for it.
  *
@@ -91,6 +92,9 @@ static void cuda_to_host_(Backend* be, void* dst, const void* src, size_t bytes)
 static void cuda_copy_(Backend* be, void* dst, const void* src, size_t bytes) {
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl_(be)->stream));
 }
+static void cuda_zero_(Backend* be, void* p, size_t bytes) {
+    cudaCheck(cudaMemsetAsync(p, 0, bytes, impl_(be)->stream));
+}
 
 /* ---- GEMM -------------------------------------------------------------------------------------- */
 
@@ -133,6 +137,44 @@ static void cuda_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float a
 }
 
 /* ---- kernels ------------------------------------------------------------------------------------- */
+
+/* ops.c's linear layers: the same GEMMs (one-entry batches), then the bias kernels. */
+static void cuda_linear_forward_(Backend* be, float* out, const float* in, const float* W, const float* bias, int N,
+                                 int Din, int Dout) {
+    cuda_gemm_(be, 0, 1, N, Dout, Din, 1.0f, in, Din, 0, W, Din, 0, 0.0f, out, Dout, 0, 1);
+    if (!bias) return;
+    kernels_bias_add(out, bias, N, Dout, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_linear_backward_(Backend* be, float* din, float* dW, float* dbias, const float* dout,
+                                  const float* in, const float* W, int N, int Din, int Dout) {
+    if (din) cuda_gemm_(be, 0, 0, N, Din, Dout, 1.0f, dout, Dout, 0, W, Din, 0, 1.0f, din, Din, 0, 1);
+    cuda_gemm_(be, 1, 0, Dout, Din, N, 1.0f, dout, Dout, 0, in, Din, 0, 1.0f, dW, Din, 0, 1);
+    if (!dbias) return;
+    kernels_bias_grad(dbias, dout, N, Dout, impl_(be)->stream);
+    launchCheck();
+}
+
+static void cuda_branches_mean_(Backend* be, float* out, const float* h, int N, int G, int D) {
+    kernels_branches_reduce(out, h, N, G, D, 1.0f / (float)G, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_branches_sum_(Backend* be, float* out, const float* h, int N, int G, int D) {
+    kernels_branches_reduce(out, h, N, G, D, 1.0f, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_branches_add_(Backend* be, float* h, const float* x, int N, int G, int D) {
+    kernels_branches_add(h, x, N, G, D, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_scale_(Backend* be, float* y, const float* x, float alpha, size_t n) {
+    kernels_scale(y, x, alpha, n, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_add_(Backend* be, float* y, const float* x, size_t n) {
+    kernels_add(y, x, n, impl_(be)->stream);
+    launchCheck();
+}
 
 static void cuda_rmsnorm_forward_(Backend* be, float* out, float* rstd, const float* x, const float* w, int N, int D,
                                   float eps) {
@@ -200,12 +242,9 @@ static void cuda_swiglu_backward_(Backend* be, float* dh1, float* dh3, const flo
     launchCheck();
 }
 
-/* Per-token losses come back to the host and are added in token order, as crossentropy_forward. */
-static double cuda_crossentropy_forward_(Backend* be, float* probs, const int32_t* y, int N, int V) {
-    CudaImpl* im = impl_(be);
-    double* loss = dbl_scratch_(im, (size_t)N);
-    kernels_crossentropy_forward(probs, loss, y, N, V, im->stream);
-    launchCheck();
+/* Per-token losses loss [N] (device) come back to the host and are added in token order, as
+ * crossentropy_forward. */
+static double losses_sum_(Backend* be, const double* loss, int N) {
     double* h = mallocCheck((size_t)(N ? N : 1) * sizeof(double));
     cuda_to_host_(be, h, loss, (size_t)N * sizeof(double));
     double total = 0.0;
@@ -213,9 +252,41 @@ static double cuda_crossentropy_forward_(Backend* be, float* probs, const int32_
     free(h);
     return total;
 }
+
+static double cuda_crossentropy_forward_(Backend* be, float* probs, const int32_t* y, int N, int V) {
+    CudaImpl* im = impl_(be);
+    double* loss = dbl_scratch_(im, (size_t)N);
+    kernels_crossentropy_forward(probs, loss, y, N, V, im->stream);
+    launchCheck();
+    return losses_sum_(be, loss, N);
+}
 static void cuda_crossentropy_backward_(Backend* be, float* probs, const int32_t* y, int N, int V, float scale) {
     kernels_crossentropy_backward(probs, y, N, V, scale, impl_(be)->stream);
     launchCheck();
+}
+
+/* ops.c's head_xent with one lane: blocks of `rows` tokens in order on the stream, each block's
+ * logits → probabilities → p − onehot in scratch [rows,V], then dx of the block and dW += (the
+ * first block overwrites). lanes and dW_lanes are the CPU's threads: not used here. */
+static double cuda_head_xent_(Backend* be, const float* x, const float* W, const int32_t* y, int N, int D, int V,
+                              float* dx, float* dW, float* scratch, int rows, int lanes, float* dW_lanes) {
+    (void)lanes, (void)dW_lanes;
+    CudaImpl* im = impl_(be);
+    double* loss = dbl_scratch_(im, (size_t)N);
+    for (int n0 = 0; n0 < N; n0 += rows) {
+        const int nb = N - n0 < rows ? N - n0 : rows;
+        const float* xb = x + (size_t)n0 * D;
+        cuda_gemm_(be, 0, 1, nb, V, D, 1.0f, xb, D, 0, W, D, 0, 0.0f, scratch, V, 0, 1);   // logits [nb,V]
+        kernels_crossentropy_forward(scratch, loss + n0, y + n0, nb, V, im->stream);
+        launchCheck();
+        if (!dx) continue;
+        kernels_crossentropy_backward(scratch, y + n0, nb, V, 1.0f, im->stream);   // p − onehot
+        launchCheck();
+        cuda_gemm_(be, 0, 0, nb, D, V, 1.0f, scratch, V, 0, W, D, 0, 0.0f, dx + (size_t)n0 * D, D, 0, 1);
+        cuda_gemm_(be, 1, 0, V, D, nb, 1.0f, scratch, V, 0, xb, D, 0, n0 ? 1.0f : 0.0f, dW, D, 0, 1);
+    }
+    if (dx && N == 0) cuda_zero_(be, dW, (size_t)V * D * sizeof(float));
+    return losses_sum_(be, loss, N);
 }
 
 static void cuda_embedding_forward_(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D) {
@@ -225,6 +296,27 @@ static void cuda_embedding_forward_(Backend* be, float* h, const float* wte, con
 static void cuda_embedding_backward_(Backend* be, float* dwte, const float* dh, const int32_t* x, int N, int G,
                                      int D) {
     kernels_embedding_backward(dwte, dh, x, N, G, D, impl_(be)->stream);
+    launchCheck();
+}
+
+/* ---- the Engram layer's token-wise parts ---------------------------------------------------------- */
+
+static void cuda_engram_gate_forward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                      float* out, float* acts) {
+    kernels_engram_gate_forward(*d, *w, h, out, engram_acts_split(d, acts), impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_engram_conv_forward_(Backend* be, const EngramDims* d, const float* conv, float* acts, float* out) {
+    kernels_engram_conv_forward(*d, conv, engram_acts_split(d, acts), out, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_engram_tokens_backward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                         const float* acts, const float* dout, float* dy, float* dx, float* dv,
+                                         float* dh, double* part, EngramWeights* g) {
+    int csize, chunks;
+    engram_backward_chunks(d->B * d->T, &csize, &chunks);   // the CPU's chunks: the same partial sums
+    kernels_engram_tokens_backward(*d, *w, h, engram_acts_split(d, (float*)acts), dout, dy, dx, dv, dh, part, csize,
+                                   chunks, *g, impl_(be)->stream);
     launchCheck();
 }
 
@@ -324,6 +416,7 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     CudaImpl* im = callocCheck(1, sizeof(CudaImpl));
     be->impl = im;
     be->name = "cuda";
+    be->host = 0;
     be->precision = precision;
     mpiCheck(MPI_Comm_dup(comm, &im->comm));
     mpiCheck(MPI_Comm_rank(im->comm, &be->rank));
@@ -344,7 +437,15 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->to_device = cuda_to_device_;
     be->to_host = cuda_to_host_;
     be->copy = cuda_copy_;
+    be->zero = cuda_zero_;
     be->gemm = cuda_gemm_;
+    be->linear_forward = cuda_linear_forward_;
+    be->linear_backward = cuda_linear_backward_;
+    be->branches_mean = cuda_branches_mean_;
+    be->branches_sum = cuda_branches_sum_;
+    be->branches_add = cuda_branches_add_;
+    be->scale = cuda_scale_;
+    be->add = cuda_add_;
     be->rmsnorm_forward = cuda_rmsnorm_forward_;
     be->rmsnorm_backward = cuda_rmsnorm_backward_;
     be->rope_apply = cuda_rope_apply_;
@@ -354,8 +455,12 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->swiglu_backward = cuda_swiglu_backward_;
     be->crossentropy_forward = cuda_crossentropy_forward_;
     be->crossentropy_backward = cuda_crossentropy_backward_;
+    be->head_xent = cuda_head_xent_;
     be->embedding_forward = cuda_embedding_forward_;
     be->embedding_backward = cuda_embedding_backward_;
+    be->engram_gate_forward = cuda_engram_gate_forward_;
+    be->engram_conv_forward = cuda_engram_conv_forward_;
+    be->engram_tokens_backward = cuda_engram_tokens_backward_;
     be->sumsq = cuda_sumsq_;
     be->adam = cuda_adam_;
     be->rows_adam = cuda_rows_adam_;

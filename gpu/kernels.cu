@@ -1,6 +1,8 @@
 /*
- * kernels.cu — the CUDA kernels of the backend (kernels.h): RMSNorm, RoPE, the causal softmax of
- * attention, SwiGLU, cross-entropy, the embedding, Σg², Adam(W) and the lazy Adam of Engram rows.
+ * kernels.cu — the CUDA kernels of the backend (kernels.h): element-wise scale and add, the
+ * hyper-connection branch mean / sum / add, bias add and gradient, RMSNorm, RoPE, the causal
+ * softmax of attention, SwiGLU, cross-entropy, the embedding, Σg², Adam(W) and the lazy Adam of
+ * Engram rows.
  * Each mirrors its CPU twin in ops.c / optim.c line by line, so the tests can hold them to ~1e-5.
  *
  * Deliberately plain: one block of 256 threads per row for the row-wise ops (block reductions in
@@ -42,6 +44,65 @@ __global__ void to_bf16_(__nv_bfloat16* dst, const float* src, size_t n) {
 }
 extern "C" void kernels_to_bf16(void* dst, const float* src, size_t n, cudaStream_t st) {
     if (n) to_bf16_<<<grid_(n), THREADS, 0, st>>>((__nv_bfloat16*)dst, src, n);
+}
+
+/* ---- element-wise, hyper-connection branches, bias ---------------------------------------------- */
+
+__global__ void scale_(float* y, const float* x, float alpha, size_t n) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) y[i] = x[i] * alpha;
+}
+extern "C" void kernels_scale(float* y, const float* x, float alpha, size_t n, cudaStream_t st) {
+    if (n) scale_<<<grid_(n), THREADS, 0, st>>>(y, x, alpha, n);
+}
+__global__ void add_(float* y, const float* x, size_t n) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) y[i] += x[i];
+}
+extern "C" void kernels_add(float* y, const float* x, size_t n, cudaStream_t st) {
+    if (n) add_<<<grid_(n), THREADS, 0, st>>>(y, x, n);
+}
+
+// one thread per output element [N,D], branches added in order, then times k (1/G or 1)
+__global__ void branches_reduce_(float* out, const float* h, long n, int G, int D, float k) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    const size_t t = (size_t)(i / D), d = (size_t)(i % D);
+    float s = 0.0f;
+    for (int g = 0; g < G; g++) s += h[(t * G + g) * D + d];
+    out[i] = s * k;
+}
+extern "C" void kernels_branches_reduce(float* out, const float* h, int N, int G, int D, float k, cudaStream_t st) {
+    const long n = (long)N * D;
+    if (n) branches_reduce_<<<grid_(n), THREADS, 0, st>>>(out, h, n, G, D, k);
+}
+__global__ void branches_add_(float* h, const float* x, long n, int G, int D) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;   // over [N,G,D]
+    if (i < n) h[i] += x[(size_t)(i / D / G) * D + i % D];
+}
+extern "C" void kernels_branches_add(float* h, const float* x, int N, int G, int D, cudaStream_t st) {
+    const long n = (long)N * G * D;
+    if (n) branches_add_<<<grid_(n), THREADS, 0, st>>>(h, x, n, G, D);
+}
+
+__global__ void bias_add_(float* out, const float* bias, long n, int Dout) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) out[i] += bias[i % Dout];
+}
+extern "C" void kernels_bias_add(float* out, const float* bias, int N, int Dout, cudaStream_t st) {
+    const long n = (long)N * Dout;
+    if (n) bias_add_<<<grid_(n), THREADS, 0, st>>>(out, bias, n, Dout);
+}
+// dbias[o] += Σ_n dout[n,o]: one thread per column, tokens in order (as the CPU's loop)
+__global__ void bias_grad_(float* dbias, const float* dout, int N, int Dout) {
+    int o = blockIdx.x * THREADS + threadIdx.x;
+    if (o >= Dout) return;
+    float s = dbias[o];
+    for (int n = 0; n < N; n++) s += dout[(size_t)n * Dout + o];
+    dbias[o] = s;
+}
+extern "C" void kernels_bias_grad(float* dbias, const float* dout, int N, int Dout, cudaStream_t st) {
+    if (Dout) bias_grad_<<<grid_(Dout), THREADS, 0, st>>>(dbias, dout, N, Dout);
 }
 
 /* ---- RMSNorm ------------------------------------------------------------------------------------- */
@@ -224,6 +285,185 @@ __global__ void embedding_backward_(float* dwte, const float* dh, const int32_t*
 extern "C" void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
                                            cudaStream_t st) {
     if (N && D) embedding_backward_<<<grid_(D), THREADS, 0, st>>>(dwte, dh, x, N, G, D);
+}
+
+/* ---- the Engram layer's token-wise parts (engram_layer.c) ---------------------------------------- */
+// Every sum the CPU does in double is in double here too, as a block reduction instead of in order.
+
+__device__ float signed_sqrt_(float s) {   // sign(s)·sqrt(max(|s|, 1e-6)), sign(0) = 0
+    float r = sqrtf(fmaxf(fabsf(s), 1e-6f));
+    return s > 0 ? r : (s < 0 ? -r : 0.0f);
+}
+__device__ float signed_sqrt_grad_(float s) {   // 0 on the floor, else 1/(2·sqrt|s|)
+    float a = fabsf(s);
+    return a < 1e-6f ? 0.0f : 0.5f / sqrtf(a);
+}
+__device__ float silu_grad_(float y) {
+    float sg = sigmoid_(y);
+    return sg * (1.0f + y * (1.0f - sg));
+}
+
+// one block per (token n, branch g): key and query norms, score, gate, u = α·v into out, z
+__global__ void engram_gate_(EngramDims d, EngramWeights w, const float* h, float* out, EngramActs a) {
+    const int G = d.G, D = d.D, g = (int)(blockIdx.x % G);
+    const size_t ng = blockIdx.x, n = ng / G;
+    const float *nk = w.norm_k + g * D, *nq = w.norm_q + g * D, *nc = w.norm_c + g * D;
+    const float *hg = h + ng * D, *v = a.v + n * D;
+    float *kh = a.khat + ng * D, *u = out + ng * D, *z = a.z + ng * D;
+    double sk = 0, sq = 0;
+    for (int i = threadIdx.x; i < D; i += THREADS) sk += (double)kh[i] * kh[i], sq += (double)hg[i] * hg[i];
+    sk = block_reduce_(sk, Sum());
+    sq = block_reduce_(sq, Sum());
+    const float rk = (float)(1.0 / sqrt(sk / D + d.qk_eps)), rq = (float)(1.0 / sqrt(sq / D + d.qk_eps));
+    double dot = 0;   // k·q, k = x̂·nk, q = q̂·nq
+    for (int i = threadIdx.x; i < D; i += THREADS) {
+        kh[i] *= rk;
+        dot += (double)(kh[i] * nk[i]) * ((hg[i] * rq) * nq[i]);
+    }
+    dot = block_reduce_(dot, Sum());
+    const float sc = (float)(dot / sqrt((double)D)), al = sigmoid_(signed_sqrt_(sc));
+    double su = 0;
+    for (int i = threadIdx.x; i < D; i += THREADS) u[i] = al * v[i], su += (double)u[i] * u[i];
+    su = block_reduce_(su, Sum());
+    const float rc = (float)(1.0 / sqrt(su / D + d.conv_eps));
+    for (int i = threadIdx.x; i < D; i += THREADS) z[i] = (u[i] * rc) * nc[i];
+    if (threadIdx.x == 0) a.rk[ng] = rk, a.rq[ng] = rq, a.rc[ng] = rc, a.s[ng] = sc, a.alpha[ng] = al;
+}
+extern "C" void kernels_engram_gate_forward(EngramDims d, EngramWeights w, const float* h, float* out, EngramActs a,
+                                            cudaStream_t st) {
+    const int N = d.B * d.T;
+    kernels_bias_add(a.v, w.bv, N, d.D, st);   // the CPU adds both biases per token first
+    kernels_bias_add(a.khat, w.bk, N, d.G * d.D, st);
+    if (N && d.G) engram_gate_<<<N * d.G, THREADS, 0, st>>>(d, w, h, out, a);
+}
+
+// one thread per (token n, channel c): y = Σ_j conv[c][j]·z[n − back_j, c] inside the sequence
+__global__ void engram_conv_(EngramDims d, const float* conv, const float* z, float* y, float* out, long total) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i >= total) return;
+    const int GD = d.G * d.D, c = (int)(i % GD);
+    const long n = i / GD;
+    const int t = (int)(n % d.T);
+    double acc = 0;
+    for (int j = 0; j < d.K; j++) {
+        int back = (d.K - 1 - j) * d.dilation;
+        if (t >= back) acc += (double)conv[(size_t)c * d.K + j] * z[(n - back) * GD + c];
+    }
+    y[i] = (float)acc;
+    out[i] += y[i] * sigmoid_(y[i]);
+}
+extern "C" void kernels_engram_conv_forward(EngramDims d, const float* conv, EngramActs a, float* out,
+                                            cudaStream_t st) {
+    const long total = (long)d.B * d.T * d.G * d.D;
+    if (total) engram_conv_<<<grid_(total), THREADS, 0, st>>>(d, conv, a.z, a.y, out, total);
+}
+
+__global__ void engram_dy_(float* dy, const float* dout, const float* y, long n) {
+    long i = (long)blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) dy[i] = dout[i] * silu_grad_(y[i]);
+}
+
+// one block per chunk of tokens, the tokens in order (as backward_chunk_ in engram_layer.c); each
+// thread owns the same columns of the chunk's partials part [P] for every token; dv_n [D] shared
+__global__ void engram_tokens_backward_(EngramDims d, EngramWeights w, const float* h, EngramActs a,
+                                        const float* dout, const float* dy, float* dx, float* dv, float* dh,
+                                        double* part, int csize) {
+    extern __shared__ double dv_n[];
+    const int G = d.G, D = d.D, GD = G * D, K = d.K, T = d.T, N = d.B * d.T;
+    const size_t o_nq = GD, o_nc = 2 * (size_t)GD, o_bk = 3 * (size_t)GD, o_bv = 4 * (size_t)GD, o_conv = o_bv + D;
+    double* pt = part + blockIdx.x * (o_conv + (size_t)GD * K);
+    const int n0 = blockIdx.x * csize, n1 = n0 + csize < N ? n0 + csize : N;
+    for (int nn = n0; nn < n1; nn++) {
+        const size_t n = nn;
+        const int t = nn % T;
+        // the conv: dz[n,c] = Σ_j conv[c][j]·dy[n + back_j, c] (into dx), dconv[c][j] += dy[n,c]·z[n − back_j, c]
+        for (int c = threadIdx.x; c < GD; c += THREADS) {
+            double acc = 0;
+            for (int j = 0; j < K; j++) {
+                int back = (K - 1 - j) * d.dilation;
+                if (t + back < T) acc += (double)w.conv[(size_t)c * K + j] * dy[(n + back) * GD + c];
+                if (t >= back) pt[o_conv + (size_t)c * K + j] += (double)dy[n * GD + c] * a.z[(n - back) * GD + c];
+            }
+            dx[n * GD + c] = (float)acc;
+        }
+        for (int i = threadIdx.x; i < D; i += THREADS) dv_n[i] = 0;
+        __syncthreads();
+        for (int g = 0; g < G; g++) {
+            const size_t ng = n * G + g;
+            // ShortConv norm and u = α·v (gate_value_backward_)
+            const float *nc = w.norm_c + g * D, *v = a.v + n * D, *dz = dx + ng * D, *dog = dout + ng * D;
+            const float al = a.alpha[ng], rc = a.rc[ng];
+            double m = 0;
+            for (int i = threadIdx.x; i < D; i += THREADS) {
+                float zh = (al * v[i]) * rc;
+                pt[o_nc + g * D + i] += (double)dz[i] * zh;
+                m += (double)(dz[i] * nc[i]) * zh;
+            }
+            const float mf = (float)(block_reduce_(m, Sum()) / D);
+            double da = 0;
+            for (int i = threadIdx.x; i < D; i += THREADS) {
+                float zh = (al * v[i]) * rc, du = dog[i] + rc * (dz[i] * nc[i] - zh * mf);
+                da += (double)du * v[i];
+                dv_n[i] += (double)al * du;
+            }
+            const float daf = (float)block_reduce_(da, Sum());
+            const float ds = daf * al * (1.0f - al) * signed_sqrt_grad_(a.s[ng]);
+            // key and query norms (key_query_backward_)
+            const float *nk = w.norm_k + g * D, *nq = w.norm_q + g * D, *kh = a.khat + ng * D, *hg = h + ng * D;
+            float *dxg = dx + ng * D, *dhg = dh + ng * D;
+            const float rk = a.rk[ng], rq = a.rq[ng], cc = ds / sqrtf((float)D);
+            double mk = 0, mq = 0;
+            for (int i = threadIdx.x; i < D; i += THREADS) {
+                float qh = hg[i] * rq, dk = cc * (qh * nq[i]), dq = cc * (kh[i] * nk[i]);
+                pt[g * D + i] += (double)dk * kh[i];
+                pt[o_nq + g * D + i] += (double)dq * qh;
+                mk += (double)(dk * nk[i]) * kh[i];
+                mq += (double)(dq * nq[i]) * qh;
+            }
+            const float mkf = (float)(block_reduce_(mk, Sum()) / D), mqf = (float)(block_reduce_(mq, Sum()) / D);
+            for (int i = threadIdx.x; i < D; i += THREADS) {
+                float qh = hg[i] * rq, dk = cc * (qh * nq[i]), dq = cc * (kh[i] * nk[i]);
+                dxg[i] = rk * (dk * nk[i] - kh[i] * mkf);
+                pt[o_bk + g * D + i] += dxg[i];
+                dhg[i] += rq * (dq * nq[i] - qh * mqf);
+            }
+            __syncthreads();   // dz of the next branch is this branch's neighbour in dx: written above
+        }
+        for (int i = threadIdx.x; i < D; i += THREADS) {
+            dv[n * D + i] = (float)dv_n[i];
+            pt[o_bv + i] += dv[n * D + i];
+        }
+        __syncthreads();
+    }
+}
+
+// one thread per partial column p: chunks added in order into row 0, then into its gradient
+__global__ void engram_partials_reduce_(EngramDims d, EngramWeights g, double* part, int chunks, size_t P) {
+    size_t p = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (p >= P) return;
+    for (int k = 1; k < chunks; k++) part[p] += part[(size_t)k * P + p];
+    const size_t GD = (size_t)d.G * d.D;
+    const float x = (float)part[p];
+    if (p < GD) g.norm_k[p] += x;
+    else if (p < 2 * GD) g.norm_q[p - GD] += x;
+    else if (p < 3 * GD) g.norm_c[p - 2 * GD] += x;
+    else if (p < 4 * GD) g.bk[p - 3 * GD] += x;
+    else if (p < 4 * GD + d.D) g.bv[p - 4 * GD] += x;
+    else g.conv[p - 4 * GD - d.D] += x;
+}
+
+extern "C" void kernels_engram_tokens_backward(EngramDims d, EngramWeights w, const float* h, EngramActs a,
+                                               const float* dout, float* dy, float* dx, float* dv, float* dh,
+                                               double* part, int csize, int chunks, EngramWeights g,
+                                               cudaStream_t st) {
+    const long n = (long)d.B * d.T * d.G * d.D;
+    const size_t P = (size_t)d.G * d.D * (4 + d.K) + d.D;
+    if (!n || !chunks) return;
+    engram_dy_<<<grid_(n), THREADS, 0, st>>>(dy, dout, a.y, n);
+    cudaMemsetAsync(part, 0, (size_t)chunks * P * sizeof(double), st);
+    engram_tokens_backward_<<<chunks, THREADS, (size_t)d.D * sizeof(double), st>>>(d, w, h, a, dout, dy, dx, dv, dh,
+                                                                                   part, csize);
+    engram_partials_reduce_<<<grid_(P), THREADS, 0, st>>>(d, g, part, chunks, P);
 }
 
 /* ---- Σ g²: a fixed grid, so the summation order (and the result) is the same every call ------------ */

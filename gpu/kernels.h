@@ -14,12 +14,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engram_layer.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* dst [n] bfloat16 (round to nearest even) of src [n]. */
 void kernels_to_bf16(void* dst, const float* src, size_t n, cudaStream_t st);
+
+/* y = x·alpha (x may be y); y += x. */
+void kernels_scale(float* y, const float* x, float alpha, size_t n, cudaStream_t st);
+void kernels_add(float* y, const float* x, size_t n, cudaStream_t st);
+/* out[N,D] = (Σ_g h[N,G,D])·k (k = 1/G: the mean); h[n,g] += x[n] on every branch. */
+void kernels_branches_reduce(float* out, const float* h, int N, int G, int D, float k, cudaStream_t st);
+void kernels_branches_add(float* h, const float* x, int N, int G, int D, cudaStream_t st);
+/* out[N,Dout] += bias[Dout]; dbias[Dout] += Σ_n dout[n] (tokens in order). */
+void kernels_bias_add(float* out, const float* bias, int N, int Dout, cudaStream_t st);
+void kernels_bias_grad(float* dbias, const float* dout, int N, int Dout, cudaStream_t st);
 
 void kernels_rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps,
                              cudaStream_t st);
@@ -43,6 +55,17 @@ void kernels_crossentropy_backward(float* probs, const int32_t* y, int N, int V,
 void kernels_embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D, cudaStream_t st);
 void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
                                 cudaStream_t st);
+
+/* The Engram layer's token-wise parts (engram_layer.h, engram_layer.c's loops); a [acts] views,
+ * w and g device pointers. gate: adds the biases bk, bv first, then per (token, branch) the gate.
+ * tokens_backward: part [chunks, G·D·(4+K)+D] doubles of scratch, chunks of csize tokens as
+ * engram_backward_chunks gives; zeroed here. */
+void kernels_engram_gate_forward(EngramDims d, EngramWeights w, const float* h, float* out, EngramActs a,
+                                 cudaStream_t st);
+void kernels_engram_conv_forward(EngramDims d, const float* conv, EngramActs a, float* out, cudaStream_t st);
+void kernels_engram_tokens_backward(EngramDims d, EngramWeights w, const float* h, EngramActs a, const float* dout,
+                                    float* dy, float* dx, float* dv, float* dh, double* part, int csize, int chunks,
+                                    EngramWeights g, cudaStream_t st);
 
 /* partial [blocks] sums of g², blocks = kernels_sumsq_blocks(n); the caller adds them in order. */
 int kernels_sumsq_blocks(size_t n);

@@ -1,42 +1,34 @@
 /*
- * grad_sync.c — all-reduces of the data-parallel step (grad_sync.h).
+ * grad_sync.c — all-reduces of the data-parallel step (grad_sync.h): dense gradients through the
+ * backend's all-reduce (MPI on the CPU, NCCL on the GPU), small host vectors and checks over MPI.
  */
 #include "grad_sync.h"
 
 #include <string.h>
 
-static void allreduce_range_(const Comm* c, float* p, size_t n) {
-    while (n > 0) {   // MPI counts are int
-        int k = n > (size_t)(1 << 30) ? 1 << 30 : (int)n;
-        mpiCheck(MPI_Allreduce(MPI_IN_PLACE, p, k, MPI_FLOAT, MPI_SUM, c->comm));
-        p += k;
-        n -= (size_t)k;
-    }
-}
-
-double grad_sync_dense(const Comm* c, const TensorTable* tt, float* grads, size_t bucket_floats) {
+double grad_sync_dense(Backend* be, const TensorTable* tt, float* grads, size_t bucket_floats) {
     double t0 = engram_now();
     size_t start = 0, len = 0;   // the open bucket: grads[start, start+len)
     for (int i = 0; i < tt->n; i++) {
         const TensorInfo* t = &tt->t[i];
         if (t->group == OPT_TABLE) continue;   // tables are row-sharded: their gradients go to owners
         if (t->shard == SHARD_EXPERTS && tt->ep > 1) {   // summed over their replicas (expert_exchange.c)
-            if (len > 0) allreduce_range_(c, grads + start, len);   // closed here on every rank, even
+            if (len > 0) be->allreduce_sum(be, grads + start, len);   // closed here on every rank, even
             len = 0;                                                // one holding no experts
             continue;
         }
         if (len > 0 && start + len != t->offset) {   // not contiguous: close the bucket
-            allreduce_range_(c, grads + start, len);
+            be->allreduce_sum(be, grads + start, len);
             len = 0;
         }
         if (len == 0) start = t->offset;
         len += (size_t)t->local_numel;
         if (len >= bucket_floats) {
-            allreduce_range_(c, grads + start, len);
+            be->allreduce_sum(be, grads + start, len);
             len = 0;
         }
     }
-    if (len > 0) allreduce_range_(c, grads + start, len);
+    if (len > 0) be->allreduce_sum(be, grads + start, len);
     return engram_now() - t0;
 }
 

@@ -11,12 +11,14 @@
 
 #include <stddef.h>
 
+#include "backend.h"
 #include "comm.h"
 #include "tensors.h"
 
-/* In place: grads = Σ over ranks, for every replicated dense tensor, bucket by bucket (tensors
- * are contiguous in table order; a bucket closes once it holds ≥ bucket_floats). Returns seconds. */
-double grad_sync_dense(const Comm* c, const TensorTable* tt, float* grads, size_t bucket_floats);
+/* In place: grads (be's buffer) = Σ over be's ranks, for every replicated dense tensor, bucket by
+ * bucket through be->allreduce_sum (tensors are contiguous in table order; a bucket closes once it
+ * holds ≥ bucket_floats). Returns seconds. */
+double grad_sync_dense(Backend* be, const TensorTable* tt, float* grads, size_t bucket_floats);
 /* In place: v[n] = Σ over ranks. */
 void grad_sync_sum_f64(const Comm* c, double* v, int n);
 /* 1 when params [n] hash to the same value on every rank. */

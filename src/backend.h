@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engram_layer.h"
+
 /* Precision of the GEMMs. fp32: exact fp32 products (the mode tests compare across devices);
  * bf16: inputs rounded to bfloat16, products accumulated in fp32, fp32 results (the fp32 master
  * weights and everything outside the GEMMs stay fp32). The CPU backend always computes in fp32. */
@@ -37,6 +39,7 @@ typedef struct Backend Backend;
 struct Backend {
     const char* name;   // "cpu" | "cuda"
     int precision;      // BackendPrecision of gemm
+    int host;           // 1: buffers are host memory and ops run on the calling threads (cpu)
     int rank, size;     // this rank and P, in the world the collectives run over
     void* impl;         // the implementation's state (handles, stream, scratch)
 
@@ -46,6 +49,7 @@ struct Backend {
     void (*to_device)(Backend* be, void* dst, const void* src, size_t bytes);   // host → device
     void (*to_host)(Backend* be, void* dst, const void* src, size_t bytes);     // device → host, waits
     void (*copy)(Backend* be, void* dst, const void* src, size_t bytes);        // device → device
+    void (*zero)(Backend* be, void* p, size_t bytes);                           // memset 0
 
     /* ---- GEMM: C_i[M,N] = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch, row-major, op =
      * transpose when ta / tb is 1, X_i = X + i·sX (strides in floats). In `precision`. */
@@ -54,6 +58,19 @@ struct Backend {
                  int batch);
 
     /* ---- kernels: the contracts of ops.h ---------------------------------------------------- */
+    /* out[N,Dout] = in·Wᵀ (+ bias); backward: din += dout·W (if din), dW += doutᵀ·in, dbias += Σ_n
+     * dout (if dbias): ops.h linear_forward / linear_backward, GEMMs in `precision`. */
+    void (*linear_forward)(Backend* be, float* out, const float* in, const float* W, const float* bias, int N,
+                           int Din, int Dout);
+    void (*linear_backward)(Backend* be, float* din, float* dW, float* dbias, const float* dout, const float* in,
+                            const float* W, int N, int Din, int Dout);
+    /* Hyper-connection branches, h [N,G,D]: out = mean_g h or Σ_g h [N,D]; add: h[n,g] += x[n]. */
+    void (*branches_mean)(Backend* be, float* out, const float* h, int N, int G, int D);
+    void (*branches_sum)(Backend* be, float* out, const float* h, int N, int G, int D);
+    void (*branches_add)(Backend* be, float* h, const float* x, int N, int G, int D);
+    /* y = x·alpha (x may be y); y += x. n elements. */
+    void (*scale)(Backend* be, float* y, const float* x, float alpha, size_t n);
+    void (*add)(Backend* be, float* y, const float* x, size_t n);
     void (*rmsnorm_forward)(Backend* be, float* out, float* rstd, const float* x, const float* w, int N, int D,
                             float eps);
     void (*rmsnorm_backward)(Backend* be, float* dx, float* dw, const float* dout, const float* x, const float* w,
@@ -69,10 +86,26 @@ struct Backend {
     double (*crossentropy_forward)(Backend* be, float* probs, const int32_t* y, int N, int V);
     void (*crossentropy_backward)(Backend* be, float* probs, const int32_t* y, int N, int V, float scale);
 
+    /* The output head fused with its loss (ops.h head_xent): logits of blocks of `rows` tokens in
+     * scratch, Σ_n −log p[n, y[n]] back to the host in token order; with dx, also dx [N,D] and dW
+     * [V,D] of that sum (overwritten). lanes / dW_lanes: the CPU's threads taking blocks in turn
+     * (scratch [lanes,rows,V], dW_lanes [lanes−1,V,D]); a device backend takes lanes = 1. */
+    double (*head_xent)(Backend* be, const float* x, const float* W, const int32_t* y, int N, int D, int V,
+                        float* dx, float* dW, float* scratch, int rows, int lanes, float* dW_lanes);
+
     /* h [N,G,D] = wte[x[n]] on every branch (token ids checked by the caller: 0 ≤ x < V);
      * backward: dwte[x[n]] += Σ_g dh[n,g], in token order (deterministic when ids repeat). */
     void (*embedding_forward)(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D);
     void (*embedding_backward)(Backend* be, float* dwte, const float* dh, const int32_t* x, int N, int G, int D);
+
+    /* The Engram layer's token-wise parts (engram_layer.h: engram_gate_forward, engram_conv_forward,
+     * engram_tokens_backward); its projections go through gemm. w, g hold be's pointers. */
+    void (*engram_gate_forward)(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                float* out, float* acts);
+    void (*engram_conv_forward)(Backend* be, const EngramDims* d, const float* conv, float* acts, float* out);
+    void (*engram_tokens_backward)(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                   const float* acts, const float* dout, float* dy, float* dx, float* dv,
+                                   float* dh, double* part, EngramWeights* g);
 
     /* Σ g² in double (for clipping by the global norm); comes back to the host. */
     double (*sumsq)(Backend* be, const float* g, size_t n);
@@ -97,5 +130,8 @@ struct Backend {
 
 /* The CPU backend without collectives (those are parallel/device.c's: MPI). */
 void backend_cpu_init(Backend* be);
+/* The process's CPU backend without collectives, set up on first use: what a model or trainer
+ * uses when its caller names no backend. */
+Backend* backend_cpu(void);
 
 #endif

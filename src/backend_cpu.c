@@ -16,12 +16,14 @@
 
 /* ---- memory ---------------------------------------------------------------------------------- */
 
+/* Page-aligned, as the model's buffers always were: checkpoints are read straight into them. */
 static void* cpu_alloc_(Backend* be, size_t bytes) {
     (void)be;
-    return callocCheck(bytes ? bytes : 1, 1);
+    return callocPagesCheck(bytes ? bytes : 1, 1);
 }
 static void cpu_free_(Backend* be, void* p) { (void)be, free(p); }
 static void cpu_copy_(Backend* be, void* dst, const void* src, size_t bytes) { (void)be, memcpy(dst, src, bytes); }
+static void cpu_zero_(Backend* be, void* p, size_t bytes) { (void)be, memset(p, 0, bytes); }
 
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
@@ -34,6 +36,28 @@ static void cpu_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float al
 }
 
 /* ---- kernels: ops.c ---------------------------------------------------------------------------- */
+
+static void cpu_linear_forward_(Backend* be, float* out, const float* in, const float* W, const float* bias, int N,
+                                int Din, int Dout) {
+    (void)be, linear_forward(out, in, W, bias, N, Din, Dout);
+}
+static void cpu_linear_backward_(Backend* be, float* din, float* dW, float* dbias, const float* dout, const float* in,
+                                 const float* W, int N, int Din, int Dout) {
+    (void)be, linear_backward(din, dW, dbias, dout, in, W, N, Din, Dout);
+}
+static void cpu_branches_mean_(Backend* be, float* out, const float* h, int N, int G, int D) {
+    (void)be, branches_mean(out, h, N, G, D);
+}
+static void cpu_branches_sum_(Backend* be, float* out, const float* h, int N, int G, int D) {
+    (void)be, branches_sum(out, h, N, G, D);
+}
+static void cpu_branches_add_(Backend* be, float* h, const float* x, int N, int G, int D) {
+    (void)be, branches_add(h, x, N, G, D);
+}
+static void cpu_scale_(Backend* be, float* y, const float* x, float alpha, size_t n) {
+    (void)be, ops_scale(y, x, alpha, n);
+}
+static void cpu_add_(Backend* be, float* y, const float* x, size_t n) { (void)be, ops_add(y, x, n); }
 
 static void cpu_rmsnorm_forward_(Backend* be, float* out, float* rstd, const float* x, const float* w, int N, int D,
                                  float eps) {
@@ -69,6 +93,12 @@ static void cpu_crossentropy_backward_(Backend* be, float* probs, const int32_t*
     (void)be, crossentropy_backward(probs, y, N, V, scale);
 }
 
+static double cpu_head_xent_(Backend* be, const float* x, const float* W, const int32_t* y, int N, int D, int V,
+                             float* dx, float* dW, float* scratch, int rows, int lanes, float* dW_lanes) {
+    (void)be;
+    return head_xent(x, W, y, N, D, V, dx, dW, scratch, rows, lanes, dW_lanes);
+}
+
 /* ---- embedding ------------------------------------------------------------------------------- */
 
 static void cpu_embedding_forward_(Backend* be, float* h, const float* wte, const int32_t* x, int N, int G, int D) {
@@ -80,6 +110,21 @@ static void cpu_embedding_backward_(Backend* be, float* dwte, const float* dh, c
                                     int D) {
     (void)be;
     embedding_backward(dwte, dh, x, N, G, D);
+}
+
+/* ---- the Engram layer's token-wise parts: engram_layer.c -------------------------------------- */
+
+static void cpu_engram_gate_forward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                     float* out, float* acts) {
+    (void)be, engram_gate_forward(d, w, h, out, acts);
+}
+static void cpu_engram_conv_forward_(Backend* be, const EngramDims* d, const float* conv, float* acts, float* out) {
+    (void)be, engram_conv_forward(d, conv, acts, out);
+}
+static void cpu_engram_tokens_backward_(Backend* be, const EngramDims* d, const EngramWeights* w, const float* h,
+                                        const float* acts, const float* dout, float* dy, float* dx, float* dv,
+                                        float* dh, double* part, EngramWeights* g) {
+    (void)be, engram_tokens_backward(d, w, h, acts, dout, dy, dx, dv, dh, part, g);
 }
 
 /* ---- optimizer: optim.c ------------------------------------------------------------------------ */
@@ -102,15 +147,7 @@ static Config adam_config_(const AdamStep* s) {
 }
 
 static void cpu_adam_(Backend* be, float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s) {
-    (void)be;
-    // optim_adamw walks a tensor table: here a table of one tensor spanning the n elements
-    TensorInfo ti;
-    memset(&ti, 0, sizeof ti);
-    ti.local_numel = (int64_t)n;
-    ti.group = s->wd != 0.0 ? OPT_DECAY : OPT_NO_DECAY;
-    TensorTable tt = {.n = 1, .t = &ti, .dense_numel = n, .ep = 1};
-    Config c = adam_config_(s);
-    optim_adamw(&tt, p, g, m, v, &c, s->lr, s->t, s->grad_scale);
+    (void)be, optim_adam(p, g, m, v, n, s);
 }
 
 static void cpu_rows_adam_(Backend* be, float* table, float* m, float* v, int64_t* updates, int64_t local,
@@ -133,13 +170,22 @@ void backend_cpu_init(Backend* be) {
     memset(be, 0, sizeof *be);
     be->name = "cpu";
     be->precision = BACKEND_FP32;
+    be->host = 1;
     be->size = 1;
     be->alloc = cpu_alloc_;
     be->free = cpu_free_;
     be->to_device = cpu_copy_;
     be->to_host = cpu_copy_;
     be->copy = cpu_copy_;
+    be->zero = cpu_zero_;
     be->gemm = cpu_gemm_;
+    be->linear_forward = cpu_linear_forward_;
+    be->linear_backward = cpu_linear_backward_;
+    be->branches_mean = cpu_branches_mean_;
+    be->branches_sum = cpu_branches_sum_;
+    be->branches_add = cpu_branches_add_;
+    be->scale = cpu_scale_;
+    be->add = cpu_add_;
     be->rmsnorm_forward = cpu_rmsnorm_forward_;
     be->rmsnorm_backward = cpu_rmsnorm_backward_;
     be->rope_apply = cpu_rope_apply_;
@@ -149,10 +195,20 @@ void backend_cpu_init(Backend* be) {
     be->swiglu_backward = cpu_swiglu_backward_;
     be->crossentropy_forward = cpu_crossentropy_forward_;
     be->crossentropy_backward = cpu_crossentropy_backward_;
+    be->head_xent = cpu_head_xent_;
     be->embedding_forward = cpu_embedding_forward_;
     be->embedding_backward = cpu_embedding_backward_;
+    be->engram_gate_forward = cpu_engram_gate_forward_;
+    be->engram_conv_forward = cpu_engram_conv_forward_;
+    be->engram_tokens_backward = cpu_engram_tokens_backward_;
     be->sumsq = cpu_sumsq_;
     be->adam = cpu_adam_;
     be->rows_adam = cpu_rows_adam_;
     be->close = cpu_close_;
+}
+
+Backend* backend_cpu(void) {
+    static Backend be;
+    if (!be.name) backend_cpu_init(&be);
+    return &be;
 }

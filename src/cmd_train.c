@@ -280,8 +280,9 @@ int cmd_train(int argc, char** argv) {
     if (c.parallel.device == DEVICE_CUDA) {   // refused before anything is read (docs/gpu.md)
         int no_gpu = w.rank == 0 ? device_probe(DEVICE_CUDA, err, sizeof err) : 0;
         if (!no_gpu && w.rank == 0)
-            engram_errf(err, sizeof err, "parallel.device=cuda: the CUDA backend passes its op tests, but the model "
-                                         "does not run on it yet (docs/gpu.md); use parallel.device=cpu");
+            engram_errf(err, sizeof err, "parallel.device=cuda: the model does not run on the CUDA backend yet (its "
+                                         "MoE layers, Engram rows and checkpoints are host-only; "
+                                         "docs/gpu.md); use parallel.device=cpu");
         agree_(&w, -1, err, sizeof err);
     }
     Vocab vocab;
@@ -309,9 +310,12 @@ int cmd_train(int argc, char** argv) {
     if (has_val && dataset_open(&val, c.data.val, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0)
         fail_(&w, "data.val: %s", err);
 
-    // model, and the newest checkpoint if there is one
+    // model on the backend of parallel.device (cuda is refused above: MoE, the Engram rows and
+    // checkpoints do not go through it yet), and the newest checkpoint if there is one
+    Backend be;
+    if (device_open(&be, c.parallel.device, BACKEND_FP32, w.comm, err, sizeof err) != 0) fail_(&w, "%s", err);
     Trainer tr;
-    trainer_init(&tr, &c, count, (uint64_t)c.run.seed, &w);
+    trainer_init_on(&tr, &c, count, (uint64_t)c.run.seed, &w, &be);
     if (vocab.has_comp) tr.lookup = vocab.comp.lookup;
     CkptState st = {.seed = (uint64_t)c.run.seed, .world_size = w.size};
     char file[2200];
@@ -418,6 +422,7 @@ int cmd_train(int argc, char** argv) {
     if (rf.log) fclose(rf.log);
     free(x), free(y), free(xn), free(yn);
     trainer_free(&tr);
+    be.close(&be);
     dataset_free(&train);
     if (has_val) dataset_free(&val);
     vocab_free_(&vocab);

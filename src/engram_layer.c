@@ -1,6 +1,7 @@
 /*
  * engram_layer.c — forward and hand-written backward of the parametric Engram layer
- * (docs/model.md "Engram", spec/ENGRAM.md §4), fp32 on the CPU.
+ * (docs/model.md "Engram", spec/ENGRAM.md §4), fp32: the GEMMs through a Backend, the token-wise
+ * loops here (the CPU backend's Engram ops; gpu/kernels.cu has their CUDA twins).
  *
  *   x_g = e·wk[g]ᵀ + bk[g];  k_g = RMSNorm_{norm_k[g]}(x_g);  q_g = RMSNorm_{norm_q[g]}(h[:,:,g,:])
  *   s = k_g·q_g/√D;  s' = sign(s)·sqrt(max(|s|, 1e-6));  α_g = sigmoid(s')
@@ -9,8 +10,8 @@
  *   out_g = u_g + SiLU(y_g)
  *
  * Letters: N = B·T tokens (row n = b·T + t), GD = G·D channels (c = g·D + d, branch-major), Ein the
- * width of the gathered rows. The two projections are cblas GEMMs (all G keys at once, wk viewed as
- * [GD, Ein]); everything else loops over tokens under OpenMP.
+ * width of the gathered rows. The two projections are GEMMs (be->gemm: cblas on the CPU; all G keys
+ * at once, wk viewed as [GD, Ein]); everything else loops over tokens under OpenMP.
  *
  * Precision: tensors and element-wise functions (sigmoid, sqrt, SiLU) are float. Every sum this file
  * writes itself is accumulated in double and rounded once: the RMSNorm sums of squares, the k·q dot,
@@ -36,24 +37,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend.h"
 #include "common.h"
-#include "ops.h"
 
 #define S_FLOOR_ 1e-6f   // the signed square root's floor on |s|
 #define MAX_CHUNKS_ 64   // token chunks of the weight-gradient sums (fixed: results never depend on threads)
-
-/* Views into acts; see engram_acts_floats for the layout. */
-typedef struct {
-    float* khat;    // [N,G,D] x·rk, the key before its norm weight (x = e·wkᵀ + bk)
-    float* z;       // [N,G,D] ShortConv input, RMSNorm_{norm_c}(u)
-    float* y;       // [N,G,D] conv output before SiLU
-    float* v;       // [N,D]   value e·wvᵀ + bv
-    float* rk;      // [N,G]   1/sqrt(mean(x²) + qk_eps) of the key
-    float* rq;      // [N,G]   1/sqrt(mean(h²) + qk_eps) of the query
-    float* rc;      // [N,G]   1/sqrt(mean(u²) + conv_eps) of the ShortConv norm
-    float* s;       // [N,G]   score k·q/√D, before the signed square root
-    float* alpha;   // [N,G]   gate sigmoid(s')
-} EngramActs;
 
 /* acts layout, in this order (N = B·T):
  *   khat [N,G,D] | z [N,G,D] | y [N,G,D] | v [N,D] | rk [N,G] | rq [N,G] | rc [N,G] | s [N,G] | alpha [N,G]
@@ -64,7 +52,7 @@ size_t engram_acts_floats(const EngramDims* d) {
     return N * (3 * (size_t)d->G * d->D + (size_t)d->D + 5 * (size_t)d->G);
 }
 
-static EngramActs acts_split_(const EngramDims* d, float* acts) {
+EngramActs engram_acts_split(const EngramDims* d, float* acts) {
     size_t N = (size_t)d->B * d->T, NGD = N * d->G * d->D, NG = N * d->G;
     EngramActs a;
     a.khat = acts;
@@ -159,22 +147,37 @@ static void conv_token_(const EngramDims* d, const float* conv, const float* z, 
     }
 }
 
-void engram_layer_forward(const EngramDims* d, const EngramWeights* w, const float* e, const float* h,
-                          float* out, float* acts) {
+void engram_gate_forward(const EngramDims* d, const EngramWeights* w, const float* h, float* out, float* acts) {
     const int N = d->B * d->T, GD = d->G * d->D;
-    EngramActs a = acts_split_(d, acts);
-    // 1. keys of all branches and the shared value, one GEMM each (biases added per token in 2):
-    //    [N, Ein]·[Ein, GD] → [N, GD] and [N, Ein]·[Ein, D] → [N, D]
-    ops_gemm(0, 1, N, GD, d->Ein, 1.0f, e, d->Ein, w->wk, d->Ein,
-                0.0f, a.khat, GD);
-    ops_gemm(0, 1, N, d->D, d->Ein, 1.0f, e, d->Ein, w->wv, d->Ein,
-                0.0f, a.v, d->D);
-    // 2. gates, u = α·v → out, z = RMSNorm(u): [N, GD]
+    EngramActs a = engram_acts_split(d, acts);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) gate_token_(d, w, (size_t)n, h + (size_t)n * GD, &a, out + (size_t)n * GD);
-    // 3. causal dilated depthwise conv of z (reads earlier tokens' z, so after 2), out += SiLU(y)
+}
+
+void engram_conv_forward(const EngramDims* d, const float* conv, float* acts, float* out) {
+    const int N = d->B * d->T, GD = d->G * d->D;
+    EngramActs a = engram_acts_split(d, acts);
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) conv_token_(d, w->conv, a.z, (size_t)n, a.y + (size_t)n * GD, out + (size_t)n * GD);
+    for (int n = 0; n < N; n++) conv_token_(d, conv, a.z, (size_t)n, a.y + (size_t)n * GD, out + (size_t)n * GD);
+}
+
+void engram_layer_forward(const EngramDims* d, const EngramWeights* w, const float* e, const float* h,
+                          float* out, float* acts) {
+    engram_layer_forward_on(backend_cpu(), d, w, e, h, out, acts);
+}
+
+void engram_layer_forward_on(Backend* be, const EngramDims* d, const EngramWeights* w, const float* e,
+                             const float* h, float* out, float* acts) {
+    const int N = d->B * d->T, GD = d->G * d->D;
+    EngramActs a = engram_acts_split(d, acts);
+    // 1. keys of all branches and the shared value, one GEMM each (biases added per token in 2):
+    //    [N, Ein]·[Ein, GD] → [N, GD] and [N, Ein]·[Ein, D] → [N, D]
+    be->gemm(be, 0, 1, N, GD, d->Ein, 1.0f, e, d->Ein, 0, w->wk, d->Ein, 0, 0.0f, a.khat, GD, 0, 1);
+    be->gemm(be, 0, 1, N, d->D, d->Ein, 1.0f, e, d->Ein, 0, w->wv, d->Ein, 0, 0.0f, a.v, d->D, 0, 1);
+    // 2. gates, u = α·v → out, z = RMSNorm(u): [N, GD]
+    be->engram_gate_forward(be, d, w, h, out, acts);
+    // 3. causal dilated depthwise conv of z (reads earlier tokens' z, so after 2), out += SiLU(y)
+    be->engram_conv_forward(be, d, w->conv, acts, out);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -324,39 +327,67 @@ static void partials_reduce_(const EngramDims* d, double* part, int chunks, Engr
     for (int i = 0; i < GD * d->K; i++) g->conv[i] += (float)part[pl.conv + i];
 }
 
-void engram_layer_backward(const EngramDims* d, const EngramWeights* w, const float* e, const float* h,
-                           const float* acts, const float* dout, float* de, float* dh, EngramWeights* g) {
-    const int N = d->B * d->T, GD = d->G * d->D, D = d->D, Ein = d->Ein;
-    const EngramActs a = acts_split_(d, (float*)acts);   // read only here
-    float* dy = mallocCheck((size_t)N * GD * sizeof(float));
-    Grads gr = {.dout = dout, .dy = dy, .dh = dh};
-    gr.dx = mallocCheck((size_t)N * GD * sizeof(float));
-    gr.dv = mallocCheck((size_t)N * D * sizeof(float));
+void engram_backward_chunks(int N, int* csize, int* chunks) {
+    *csize = (N + MAX_CHUNKS_ - 1) / MAX_CHUNKS_;
+    *chunks = N ? (N + *csize - 1) / *csize : 0;
+}
+
+size_t engram_partials_doubles(const EngramDims* d) {
+    int csize, chunks;
+    engram_backward_chunks(d->B * d->T, &csize, &chunks);
+    return (size_t)chunks * part_layout_(d).P;
+}
+
+void engram_tokens_backward(const EngramDims* d, const EngramWeights* w, const float* h, const float* acts,
+                            const float* dout, float* dy, float* dx, float* dv, float* dh, double* part,
+                            EngramWeights* g) {
+    const int N = d->B * d->T, GD = d->G * d->D;
+    const EngramActs a = engram_acts_split(d, (float*)acts);   // read only here
+    Grads gr = {.dout = dout, .dy = dy, .dx = dx, .dv = dv, .dh = dh};
 
     // 1. out = u + SiLU(y): dy = dout·SiLU'(y) (du = dout is added in 2)
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < (long)N * GD; i++) dy[i] = dout[i] * silu_grad_(a.y[i]);
 
     // 2. conv, ShortConv norm, gate, key/query norms, token by token; weight gradients per chunk
-    const int csize = (N + MAX_CHUNKS_ - 1) / MAX_CHUNKS_, chunks = (N + csize - 1) / csize;
+    int csize, chunks;
+    engram_backward_chunks(N, &csize, &chunks);
     const size_t P = part_layout_(d).P;
-    double* part = callocCheck((size_t)chunks * P, sizeof(double));   // [chunks, P]
+    memset(part, 0, (size_t)chunks * P * sizeof(double));   // [chunks, P]
 #pragma omp parallel for schedule(static)
     for (int k = 0; k < chunks; k++) {
         size_t n0 = (size_t)k * csize, n1 = n0 + csize < (size_t)N ? n0 + csize : (size_t)N;
         backward_chunk_(d, w, &a, h, &gr, n0, n1, part + (size_t)k * P);
     }
     partials_reduce_(d, part, chunks, g);
+}
+
+void engram_layer_backward(const EngramDims* d, const EngramWeights* w, const float* e, const float* h,
+                           const float* acts, const float* dout, float* de, float* dh, EngramWeights* g) {
+    engram_layer_backward_on(backend_cpu(), d, w, e, h, acts, dout, de, dh, g);
+}
+
+void engram_layer_backward_on(Backend* be, const EngramDims* d, const EngramWeights* w, const float* e,
+                              const float* h, const float* acts, const float* dout, float* de, float* dh,
+                              EngramWeights* g) {
+    const int N = d->B * d->T, GD = d->G * d->D, D = d->D, Ein = d->Ein;
+    float* dy = be->alloc(be, (size_t)N * GD * sizeof(float));
+    float* dx = be->alloc(be, (size_t)N * GD * sizeof(float));
+    float* dv = be->alloc(be, (size_t)N * D * sizeof(float));
+    double* part = be->alloc(be, engram_partials_doubles(d) * sizeof(double));
+
+    // 1–2. everything between dout and the two projections, token by token (engram_tokens_backward)
+    be->engram_tokens_backward(be, d, w, h, acts, dout, dy, dx, dv, dh, part, g);
 
     // 3. in the forward x = e·wkᵀ + bk (all G at once, wk as [GD, Ein]) and v = e·wvᵀ + bv, so now
     //    de = dx·wk + dv·wv: [N,GD]·[GD,Ein] + [N,D]·[D,Ein]; dwk += dxᵀ·e, dwv += dvᵀ·e
-    ops_gemm(0, 0, N, Ein, GD, 1.0f, gr.dx, GD, w->wk, Ein, 0.0f, de, Ein);
-    ops_gemm(0, 0, N, Ein, D, 1.0f, gr.dv, D, w->wv, Ein, 1.0f, de, Ein);
-    ops_gemm(1, 0, GD, Ein, N, 1.0f, gr.dx, GD, e, Ein, 1.0f, g->wk, Ein);
-    ops_gemm(1, 0, D, Ein, N, 1.0f, gr.dv, D, e, Ein, 1.0f, g->wv, Ein);
+    be->gemm(be, 0, 0, N, Ein, GD, 1.0f, dx, GD, 0, w->wk, Ein, 0, 0.0f, de, Ein, 0, 1);
+    be->gemm(be, 0, 0, N, Ein, D, 1.0f, dv, D, 0, w->wv, Ein, 0, 1.0f, de, Ein, 0, 1);
+    be->gemm(be, 1, 0, GD, Ein, N, 1.0f, dx, GD, 0, e, Ein, 0, 1.0f, g->wk, Ein, 0, 1);
+    be->gemm(be, 1, 0, D, Ein, N, 1.0f, dv, D, 0, e, Ein, 0, 1.0f, g->wv, Ein, 0, 1);
 
-    free(part);
-    free(gr.dv);
-    free(gr.dx);
-    free(dy);
+    be->free(be, part);
+    be->free(be, dv);
+    be->free(be, dx);
+    be->free(be, dy);
 }

@@ -1,7 +1,8 @@
 /*
- * model.h — the model of ARCHITECTURE.md §3 / docs/model.md on the CPU in fp32: parameters in flat
- * buffers laid out by the tensor table, activations planned once for a local batch [B,T], and the
- * forward and backward passes over the blocks (Engram → attention → FFN/MoE).
+ * model.h — the model of ARCHITECTURE.md §3 / docs/model.md in fp32: parameters in flat buffers
+ * laid out by the tensor table, activations planned once for a local batch [B,T], and the forward
+ * and backward passes over the blocks (Engram → attention → FFN/MoE). Buffers and the dense ops
+ * go through the model's Backend (backend.h; the CPU one unless model_init_on names another).
  *
  * The model never touches Engram tables or other ranks: the caller gathers the rows each Engram
  * layer needs (e) before the forward and takes their gradients (de) after the backward, and sums
@@ -12,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "config.h"
 #include "ngram_hash.h"
 #include "tensors.h"
@@ -34,6 +36,7 @@ typedef struct {
 
 typedef struct {
     const Config* cfg;
+    Backend* be;                      // where the buffers live and the ops run (not owned)
     int B, T, D, G, V, L, nh, F, Ein;
     TensorTable tt;
     float *params, *grads, *m, *v;    // dense flat buffers [tt.dense_numel]
@@ -54,7 +57,8 @@ typedef struct {
     float* head_s;                     // [head_lanes,head_rows,V] each lane's logits → p → p − onehot
     float *dx_head, *dw_head;          // [BT,D], [V,D] gradients of Σ CE (unscaled)
     float* dw_lanes;                   // [head_lanes−1,V,D] lanes 1.. their dW parts
-    const int32_t *x, *y;              // tokens and targets of the last forward
+    const int32_t *x, *y;              // tokens and targets of the last forward (the caller's, host)
+    int32_t *xd, *yd;                  // [BT] copies of them on the backend
     float* const* e;                   // [n_engram] gathered rows of the last forward
     // backward: dh [B,T,G,D] residual gradient; scratch [BT,D] ×3, [BT,F] ×3, [BT,3D], [B,nh,T,T], [B,T,G,D]
     float *dh, *s_d1, *s_d2, *s_d3, *s_f1, *s_f2, *s_f3, *dqkv, *s_att, *s_eng;
@@ -65,6 +69,8 @@ void model_init(Model* m, const Config* c, int B);
 /* The same, holding only the routed experts of position ep_rank in an expert-parallel group of ep
  * ranks (tensors_shard_experts); model_init is ep = 1. */
 void model_init_ep(Model* m, const Config* c, int B, int ep, int ep_rank);
+/* The same on backend be (its buffers from be->alloc, its ops through be; be outlives the model). */
+void model_init_on(Model* m, const Config* c, int B, int ep, int ep_rank, Backend* be);
 void model_free(Model* m);
 /* Initialise parameters (ARCHITECTURE.md §3.1 Init); Engram tables are the caller's. */
 void model_init_params(Model* m, uint64_t seed);

@@ -99,6 +99,39 @@ void linear_backward(float* din, float* dW, float* dbias, const float* dout, con
         for (int o = 0; o < Dout; o++) dbias[o] += dout[(size_t)n * Dout + o];
 }
 
+/* ---- hyper-connection branches and element-wise helpers ------------------------------------ */
+
+/* out[n,d] = (Σ_g h[n,g,d])·k: k = 1/G gives the mean, 1 the sum (·1 is exact) */
+static void branches_reduce_(float* out, const float* h, int N, int G, int D, float k) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int d = 0; d < D; d++) {
+            float s = 0.0f;
+            for (int g = 0; g < G; g++) s += h[((size_t)n * G + g) * D + d];
+            out[(size_t)n * D + d] = s * k;
+        }
+}
+
+void branches_mean(float* out, const float* h, int N, int G, int D) { branches_reduce_(out, h, N, G, D, 1.0f / (float)G); }
+void branches_sum(float* out, const float* h, int N, int G, int D) { branches_reduce_(out, h, N, G, D, 1.0f); }
+
+void branches_add(float* h, const float* x, int N, int G, int D) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < G; g++)
+            for (int d = 0; d < D; d++) h[((size_t)n * G + g) * D + d] += x[(size_t)n * D + d];
+}
+
+void ops_scale(float* y, const float* x, float alpha, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * alpha;
+}
+
+void ops_add(float* y, const float* x, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 /* ---- RMSNorm ------------------------------------------------------------------------------- */
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps) {

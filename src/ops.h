@@ -13,6 +13,7 @@
 #ifndef ENGRAM_OPS_H
 #define ENGRAM_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when ta / tb is 1: cblas_sgemm,
@@ -28,17 +29,26 @@ int ops_gemm_in_parallel(void);
 /* Threads our OpenMP loops use (1 in a build without OpenMP). */
 int ops_threads(void);
 
-/* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
 /* Token embedding on G branches: h [N,G,D] gets row x[n] of wte [V,D] on every branch. */
 void embedding_forward(float* h, const float* wte, const int32_t* x, int N, int G, int D);
 /* Its gradient: dwte [V,D] += Σ_g dh[n,g,:] for each token n, in token order (deterministic when
  * ids repeat). */
 void embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D);
 
+/* out[N,Dout] = in[N,Din]·W[Dout,Din]ᵀ (+ bias[Dout] if bias). */
 void linear_forward(float* out, const float* in, const float* W, const float* bias, int N, int Din, int Dout);
 /* din[N,Din] += dout·W (if din); dW[Dout,Din] += doutᵀ·in; dbias[Dout] += Σ_n dout (if dbias). */
 void linear_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
                      int N, int Din, int Dout);
+
+/* Hyper-connection branches, h [N,G,D]: out[N,D] = mean_g h (the input of a block) or Σ_g h (the
+ * gradient of a value added to every branch); branches_add: h[n,g] += x[n] on every branch. */
+void branches_mean(float* out, const float* h, int N, int G, int D);
+void branches_sum(float* out, const float* h, int N, int G, int D);
+void branches_add(float* h, const float* x, int N, int G, int D);
+/* y[n] = x[n]·alpha (x may be y); y[n] += x[n]. */
+void ops_scale(float* y, const float* x, float alpha, size_t n);
+void ops_add(float* y, const float* x, size_t n);
 
 /* out[N,D] = x / sqrt(mean(x²) + eps) · w; rstd[N] saved. */
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int D, float eps);

@@ -66,33 +66,35 @@ ENGRAM_SIMD_CLONES double optim_sumsq(const float* g, size_t n) {
 }
 
 /* p, m, v of n elements: one Adam(W) update, in spans of 16k elements over the threads. */
-static void adam_update_(float* p, const float* g, float* m, float* v, size_t n, double lr, double wd,
-                         double b1, double b2, double eps, int64_t t, double scale) {
-    const AdamConsts k = {lr, wd, b1, b2, eps, 1.0 - pow(b1, (double)t), 1.0 - pow(b2, (double)t), scale};
+void optim_adam(float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s) {
+    const AdamConsts k = {s->lr, s->wd, s->beta1, s->beta2, s->eps, 1.0 - pow(s->beta1, (double)s->t),
+                          1.0 - pow(s->beta2, (double)s->t), s->grad_scale};
     const size_t span = 16384, n_spans = (n + span - 1) / span;
 #pragma omp parallel for schedule(static) if (n_spans > 1)
-    for (size_t s = 0; s < n_spans; s++) {
-        size_t i0 = s * span, len = n - i0 < span ? n - i0 : span;
+    for (size_t i = 0; i < n_spans; i++) {
+        size_t i0 = i * span, len = n - i0 < span ? n - i0 : span;
         adam_span_(p + i0, g + i0, m + i0, v + i0, len, &k);
     }
 }
 
-void optim_adamw(const TensorTable* tt, float* params, const float* grads, float* m, float* v, const Config* c,
-                 double lr, int64_t t, double grad_scale) {
+void optim_adamw(Backend* be, const TensorTable* tt, float* params, const float* grads, float* m, float* v,
+                 const Config* c, double lr, int64_t t, double grad_scale) {
+    AdamStep s = {.lr = lr, .beta1 = c->train.beta1, .beta2 = c->train.beta2, .eps = c->train.adam_eps,
+                  .grad_scale = grad_scale, .t = t};
     for (int i = 0; i < tt->n; i++) {
         const TensorInfo* ti = &tt->t[i];
         if (ti->group == OPT_TABLE) continue;
-        double wd = ti->group == OPT_DECAY ? c->train.weight_decay : 0.0;
+        s.wd = ti->group == OPT_DECAY ? c->train.weight_decay : 0.0;
         size_t o = ti->offset;
-        adam_update_(params + o, grads + o, m + o, v + o, (size_t)ti->local_numel, lr, wd, c->train.beta1,
-                     c->train.beta2, c->train.adam_eps, t, grad_scale);
+        be->adam(be, params + o, grads + o, m + o, v + o, (size_t)ti->local_numel, &s);
     }
 }
 
 void optim_rows_adam(EngramTables* tab, const int64_t* keys, int64_t n, const float* grads, const Config* c,
                      double lr, int64_t t, double grad_scale) {
     const int Dh = tab->Dh;
-    const double rlr = lr * c->engram.lr_mult;
+    const AdamStep s = {.lr = lr * c->engram.lr_mult, .wd = 0.0, .beta1 = c->train.beta1, .beta2 = c->train.beta2,
+                        .eps = c->train.adam_eps, .grad_scale = grad_scale, .t = t};
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         int l = ROWKEY_LAYER(keys[i]);
@@ -100,8 +102,7 @@ void optim_rows_adam(EngramTables* tab, const int64_t* keys, int64_t n, const fl
         if (r < 0 || r >= tab->local[l]) engram_die("this is a bug: a row update reached a rank that does not own it",
                                                      "row %lld of layer %d", (long long)ROWKEY_ROW(keys[i]), l);
         size_t o = (size_t)r * Dh;
-        adam_update_(tab->table[l] + o, grads + (size_t)i * Dh, tab->m[l] + o, tab->v[l] + o, (size_t)Dh, rlr, 0.0,
-                     c->train.beta1, c->train.beta2, c->train.adam_eps, t, grad_scale);
+        optim_adam(tab->table[l] + o, grads + (size_t)i * Dh, tab->m[l] + o, tab->v[l] + o, (size_t)Dh, &s);
         tab->updates[l][r]++;
     }
 }

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "config.h"
 #include "engram_rows.h"
 #include "tensors.h"
@@ -23,10 +24,15 @@ double optim_sumsq(const float* g, size_t n);
 /* clip/(norm + 1e-6) if that is < 1, else 1 (torch.nn.utils.clip_grad_norm_); clip 0 = off. */
 double optim_clip_scale(double norm, double clip);
 
-/* One AdamW step over every dense tensor; t = step count after this update (1-based). The
- * gradients are multiplied by grad_scale first (clipping). */
-void optim_adamw(const TensorTable* tt, float* params, const float* grads, float* m, float* v, const Config* c,
-                 double lr, int64_t t, double grad_scale);
+/* One Adam(W) update of n elements on the host (backend.h's AdamStep: decoupled decay, bias
+ * corrections for step t, gradients times grad_scale), in double: the CPU backend's `adam`. */
+void optim_adam(float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s);
+
+/* One AdamW step over every dense tensor, through be->adam (params, grads, m, v are be's
+ * buffers); t = step count after this update (1-based). The gradients are multiplied by
+ * grad_scale first (clipping). */
+void optim_adamw(Backend* be, const TensorTable* tt, float* params, const float* grads, float* m, float* v,
+                 const Config* c, double lr, int64_t t, double grad_scale);
 
 /* Lazy Adam on the n unique rows keys[] (held locally) with gradients grads [n, Dh]. */
 void optim_rows_adam(EngramTables* tab, const int64_t* keys, int64_t n, const float* grads, const Config* c,

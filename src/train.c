@@ -1,5 +1,7 @@
 /*
- * train.c — the training step (train.h): one process, or P data-parallel ranks.
+ * train.c — the training step (train.h): one process, or P data-parallel ranks. The dense
+ * gradients' all-reduce, Σg² and the AdamW step go through the trainer's Backend; the Engram rows
+ * (hashing, exchange, lazy Adam) and the MoE statistics stay on the host.
  */
 #include "train.h"
 
@@ -7,14 +9,27 @@
 #include <string.h>
 
 #include "common.h"
+#include "device.h"
 #include "grad_sync.h"
 #include "optim.h"
 
 #define BUCKET_FLOATS ((size_t)1 << 22)   // 16 MiB all-reduce buckets
 
 void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm) {
+    trainer_init_on(tr, c, B, seed, comm, NULL);
+}
+
+void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm, Backend* be) {
     memset(tr, 0, sizeof *tr);
     tr->comm = comm;
+    if (!be) {   // the CPU backend of this process, with MPI collectives over comm's ranks
+        char err[512];
+        if (comm && device_open(&tr->own_be, DEVICE_CPU, BACKEND_FP32, comm->comm, err, sizeof err) != 0)
+            engram_die("this is a bug: the CPU backend always opens", "%s", err);
+        if (!comm) backend_cpu_init(&tr->own_be);
+        be = &tr->own_be;
+    }
+    tr->be = be;
     tr->ep = c->parallel.expert_parallel;
     if (c->moe.layers.n == 0) tr->ep = 1;   // nothing to shard
     if (tr->ep > 1 && !comm)
@@ -22,10 +37,10 @@ void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm
                    "parallel.expert_parallel = %d needs MPI ranks", tr->ep);
     if (tr->ep > 1) {
         expert_exchange_init(&tr->xx, comm, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
-        model_init_ep(&tr->model, c, B, tr->ep, tr->xx.pos);
+        model_init_on(&tr->model, c, B, tr->ep, tr->xx.pos, be);
         tr->model.route = &tr->xx.route;
     } else {
-        model_init(&tr->model, c, B);
+        model_init_on(&tr->model, c, B, 1, 0, be);
     }
     model_init_params(&tr->model, seed);
     const Model* m = &tr->model;
@@ -64,6 +79,7 @@ void trainer_free(Trainer* tr) {
     free(tr->uniq);
     model_free(&tr->model);
     if (tr->ep > 1) expert_exchange_free(&tr->xx);
+    if (tr->be == &tr->own_be) tr->own_be.close(&tr->own_be);
 }
 
 /* Compress x [B,T] to V' (negative ids pass through, spec/ENGRAM.md §2.3; identity without a
@@ -184,11 +200,11 @@ static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads,
  * replicated tensors are counted here, the experts once over the group. */
 static double dense_sumsq_(Trainer* tr) {
     const TensorTable* tt = &tr->model.tt;
-    if (tr->ep == 1) return optim_sumsq(tr->model.grads, tt->dense_numel);
+    if (tr->ep == 1) return tr->be->sumsq(tr->be, tr->model.grads, tt->dense_numel);
     double ss = 0.0;
     for (int i = 0; i < tt->n; i++)
         if (tt->t[i].group != OPT_TABLE && tt->t[i].shard != SHARD_EXPERTS)
-            ss += optim_sumsq(tr->model.grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
+            ss += tr->be->sumsq(tr->be, tr->model.grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
     return ss + expert_sumsq(&tr->xx, tt, tr->model.grads);
 }
 
@@ -217,7 +233,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     model_backward(m, tr->n_tok_glob, tr->de_ptr);
     if (nonfinite_injected_(tr)) m->grads[0] = NAN;
     progress_(tr);
-    tr->t_allreduce = tr->comm ? grad_sync_dense(tr->comm, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
+    tr->t_allreduce = tr->comm ? grad_sync_dense(tr->be, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
     if (tr->ep > 1) tr->t_allreduce += expert_grad_sync(&tr->xx, &m->tt, m->grads);
     progress_(tr);
     double ss_dense = dense_sumsq_(tr), ss_rows = 0;
@@ -239,7 +255,7 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     double scale = optim_clip_scale(tr->grad_norm, c->train.grad_clip);
     tr->lr = optim_lr(c, (int)tr->step);
     tr->step++;
-    optim_adamw(&m->tt, m->params, m->grads, m->m, m->v, c, tr->lr, tr->step, scale);
+    optim_adamw(tr->be, &m->tt, m->params, m->grads, m->m, m->v, c, tr->lr, tr->step, scale);
     if (has_rows) optim_rows_adam(&tr->tables, keys, n_keys, grads, c, tr->lr, tr->step, scale);
     tr->t_step = engram_now() - t0;
     return loss;

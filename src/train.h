@@ -24,6 +24,8 @@
 
 typedef struct {
     const Comm* comm;        // NULL: one process
+    Backend* be;             // the model's backend: dense ops, the gradient all-reduce, Adam, Σg²
+    Backend own_be;          // be when the caller named none: the CPU one (MPI collectives with comm)
     Exchange ex;             // with comm
     ExpertExchange xx;       // with comm and parallel.expert_parallel > 1 (and MoE layers)
     int ep;                  // expert-parallel group size in use (1: experts replicated)
@@ -55,6 +57,9 @@ typedef struct {
 /* B = this rank's sequences per step; comm NULL for one process. Initialises parameters and tables
  * from seed (the same values at any P). */
 void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm);
+/* The same on backend be (model_init_on), whose collectives run over comm's ranks; be NULL (what
+ * trainer_init passes) opens the CPU backend, freed by trainer_free. */
+void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm, Backend* be);
 void trainer_free(Trainer* tr);
 /* One optimizer step on this rank's x, y [B,T]; returns the global loss (CE mean over all ranks'
  * tokens + aux) before the update. All ranks call it together. x_next (may be NULL) is the next

@@ -1,12 +1,15 @@
 /*
  * backend_matches_cpu.c — every op of the CUDA backend against the CPU backend (ops.c / optim.c,
  * which the unit and reference tests hold to PyTorch) on the same random inputs, with shapes that
- * divide nothing evenly: GEMMs in fp32 (≤ 1e-5 relative) and bf16 (≤ 2e-2), each kernel (≤ 1e-5),
+ * divide nothing evenly: GEMMs in fp32 (≤ 1e-5 relative) and bf16 (≤ 2e-2), each kernel and each
+ * composed op (linear layers with bias, the fused output head, the Engram layer) (≤ 1e-5; 1e-4
+ * for the Engram backward),
  * and the NCCL collectives at whatever P it runs with (1 on a one-GPU machine). Errors are
  * normwise: max |gpu − cpu| / max |cpu|.
  *
  * Without a usable GPU it prints one line saying why (naming the CUDA error) and exits 77: ctest
- * counts it as skipped. Built only with -DENGRAM_CUDA=ON (ctest label gpu).
+ * counts it as skipped. Built in every build (ctest label gpu); --cpu-vs-cpu runs the harness with
+ * the CPU backend on both sides (tests/mpi/cpu_backend_collectives.sh).
  */
 #include <math.h>
 #include <mpi.h>
@@ -18,6 +21,7 @@
 #include "common.h"
 #include "config.h"
 #include "device.h"
+#include "engram_layer.h"
 #include "rng.h"
 
 #define SKIP 77
@@ -146,6 +150,81 @@ static void rmsnorm_case_(Backend* be[2]) {
     free(x), free(w), free(dy), free(dx0), free(dw0);
 }
 
+/* A linear layer with bias, forward and backward (din, dW, dbias accumulate into random values). */
+static void linear_case_(Backend* be[2]) {
+    const int N = 37, Din = 71, Dout = 53;
+    float *x = randn_((size_t)N * Din, 1.0f), *w = randn_((size_t)Dout * Din, 1.0f), *b = randn_(Dout, 1.0f);
+    float *dy = randn_((size_t)N * Dout, 1.0f), *dx0 = randn_((size_t)N * Din, 1.0f);
+    float *dw0 = randn_((size_t)Dout * Din, 1.0f), *db0 = randn_(Dout, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dX = upf_(&a, x, (size_t)N * Din), *dW = upf_(&a, w, (size_t)Dout * Din), *dB = upf_(&a, b, Dout);
+        float *dDy = upf_(&a, dy, (size_t)N * Dout), *dOut = upf_(&a, NULL, (size_t)N * Dout);
+        float *dDx = upf_(&a, dx0, (size_t)N * Din), *dDw = upf_(&a, dw0, (size_t)Dout * Din), *dDb = upf_(&a, db0, Dout);
+        be[k]->linear_forward(be[k], dOut, dX, dW, dB, N, Din, Dout);
+        be[k]->linear_backward(be[k], dDx, dDw, dDb, dDy, dX, dW, N, Din, Dout);
+        fetch_(&o, k, &a, "linear_forward (+ bias)", dOut, (size_t)N * Dout, TOL32);
+        fetch_(&o, k, &a, "linear_backward din (+=)", dDx, (size_t)N * Din, TOL32);
+        fetch_(&o, k, &a, "linear_backward dW (+=)", dDw, (size_t)Dout * Din, TOL32);
+        fetch_(&o, k, &a, "linear_backward dbias (+=)", dDb, Dout, TOL32);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(x), free(w), free(b), free(dy), free(dx0), free(dw0), free(db0);
+}
+
+/* The hyper-connection branch ops and the element-wise ones, chained as the model uses them. */
+static void branches_case_(Backend* be[2]) {
+    const int N = 41, G = 3, D = 300;
+    const size_t nh = (size_t)N * G * D, nx = (size_t)N * D;
+    float *h = randn_(nh, 1.0f), *x = randn_(nx, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dH = upf_(&a, h, nh), *dX = upf_(&a, x, nx), *dM = upf_(&a, NULL, nx), *dS = upf_(&a, NULL, nx);
+        float* dZ = upf_(&a, x, nx);
+        be[k]->branches_mean(be[k], dM, dH, N, G, D);
+        be[k]->branches_sum(be[k], dS, dH, N, G, D);
+        be[k]->scale(be[k], dS, dS, 0.375f, nx);   // in place
+        be[k]->add(be[k], dS, dX, nx);
+        be[k]->branches_add(be[k], dH, dS, N, G, D);
+        be[k]->zero(be[k], dZ, nx * sizeof(float));
+        fetch_(&o, k, &a, "branches_mean", dM, nx, TOL32);
+        fetch_(&o, k, &a, "branches_sum, scale, add", dS, nx, TOL32);
+        fetch_(&o, k, &a, "branches_add", dH, nh, TOL32);
+        fetch_(&o, k, &a, "zero", dZ, nx, 0.0);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(h), free(x);
+}
+
+/* The fused output head: blocks of rows tokens (the last one short), loss only and with gradients. */
+static void head_case_(Backend* be[2]) {
+    const int N = 45, D = 40, V = 1003, rows = 16;
+    float *x = randn_((size_t)N * D, 1.0f), *w = randn_((size_t)V * D, 0.5f);
+    int32_t y[45];
+    for (int n = 0; n < N; n++) y[n] = (int32_t)(rng_u64(seed_, 0, draw_++) % V);
+    double loss[2][2];
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dX = upf_(&a, x, (size_t)N * D), *dW = upf_(&a, w, (size_t)V * D), *dS = upf_(&a, NULL, (size_t)rows * V);
+        float *dDx = upf_(&a, NULL, (size_t)N * D), *dDw = upf_(&a, NULL, (size_t)V * D);
+        int32_t* dY = up_(&a, y, sizeof y);
+        loss[k][0] = be[k]->head_xent(be[k], dX, dW, dY, N, D, V, NULL, NULL, dS, rows, 1, NULL);
+        loss[k][1] = be[k]->head_xent(be[k], dX, dW, dY, N, D, V, dDx, dDw, dS, rows, 1, NULL);
+        fetch_(&o, k, &a, "head_xent dx", dDx, (size_t)N * D, TOL32);
+        fetch_(&o, k, &a, "head_xent dW", dDw, (size_t)V * D, TOL32);
+        arena_free_(&a);
+    }
+    check_scalar_("head_xent loss", loss[0][0], loss[1][0], TOL32);
+    check_scalar_("head_xent loss (with gradients)", loss[0][1], loss[1][1], TOL32);
+    compare_(&o);
+    free(x), free(w);
+}
+
 /* RoPE forward then attention forward and backward, then the inverse RoPE of dqkv: the chain the
  * model runs, each stage compared. */
 static void attention_case_(Backend* be[2]) {
@@ -231,6 +310,45 @@ static void embedding_case_(Backend* be[2]) {
     }
     compare_(&o);
     free(wte), free(dh), free(dw0);
+}
+
+/* The Engram layer's forward and backward through each backend: its GEMMs and the token-wise ops
+ * (gate, ShortConv, their backward with the chunked weight-gradient sums). N = 87 tokens (chunks of
+ * 2), D = 300 > one block of threads. The backward's tolerance is 1e-4: the signed square root's
+ * derivative 1/(2·sqrt|s|) magnifies the rounding differences of s near 0. */
+static void engram_case_(Backend* be[2]) {
+    const EngramDims d = {.B = 3, .T = 29, .G = 2, .D = 300, .Ein = 24, .K = 3, .dilation = 2, .qk_eps = 1e-6f,
+                          .conv_eps = 1e-5f};
+    const size_t N = (size_t)d.B * d.T, GD = (size_t)d.G * d.D, Ein = d.Ein, nacts = engram_acts_floats(&d);
+    // flat weights in EngramWeights' order: wk, bk, wv, bv, norm_k, norm_q, norm_c, conv
+    const size_t sz[8] = {GD * Ein, GD, (size_t)d.D * Ein, (size_t)d.D, GD, GD, GD, GD * d.K};
+    size_t nw = 0;
+    for (int i = 0; i < 8; i++) nw += sz[i];
+    float *wts = randn_(nw, 0.2f), *g0 = randn_(nw, 0.1f);
+    for (size_t i = sz[0] + sz[1] + sz[2] + sz[3], j = 0; j < 3 * GD; i++, j++) wts[i] += 1.0f;   // norms near 1
+    float *e = randn_(N * Ein, 1.0f), *h = randn_(N * GD, 1.0f), *dout = randn_(N * GD, 1.0f);
+    float* dh0 = randn_(N * GD, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dWt = upf_(&a, wts, nw), *dG = upf_(&a, g0, nw), *dE = upf_(&a, e, N * Ein), *dH = upf_(&a, h, N * GD);
+        float *dDo = upf_(&a, dout, N * GD), *dDh = upf_(&a, dh0, N * GD), *dOut = upf_(&a, NULL, N * GD);
+        float *dActs = upf_(&a, NULL, nacts), *dDe = upf_(&a, NULL, N * Ein);
+        float* pw[8], * pg[8];
+        for (int i = 0, off = 0; i < 8; off += (int)sz[i], i++) pw[i] = dWt + off, pg[i] = dG + off;
+        EngramWeights w = {pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6], pw[7]};
+        EngramWeights g = {pg[0], pg[1], pg[2], pg[3], pg[4], pg[5], pg[6], pg[7]};
+        engram_layer_forward_on(be[k], &d, &w, dE, dH, dOut, dActs);
+        engram_layer_backward_on(be[k], &d, &w, dE, dH, dActs, dDo, dDe, dDh, &g);
+        fetch_(&o, k, &a, "engram forward out", dOut, N * GD, TOL32);
+        fetch_(&o, k, &a, "engram forward acts", dActs, nacts, TOL32);
+        fetch_(&o, k, &a, "engram backward de", dDe, N * Ein, 1e-4);
+        fetch_(&o, k, &a, "engram backward dh (+=)", dDh, N * GD, 1e-4);
+        fetch_(&o, k, &a, "engram backward weights (+=)", dG, nw, 1e-4);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(wts), free(g0), free(e), free(h), free(dout), free(dh0);
 }
 
 /* Three AdamW steps with decay and a clip scale, then Σg², then the lazy Adam of table rows. */
@@ -339,11 +457,15 @@ int main(int argc, char** argv) {
     Backend* be[2] = {&cpu, &gpu};
     gemm_case_(&cpu, &gpu, BACKEND_FP32);
     gemm_case_(&cpu, &gpu16, BACKEND_BF16);
+    linear_case_(be);
+    branches_case_(be);
     rmsnorm_case_(be);
     attention_case_(be);
     swiglu_case_(be);
     crossentropy_case_(be);
+    head_case_(be);
     embedding_case_(be);
+    engram_case_(be);
     optim_case_(be);
     collectives_case_(&gpu);
     printf("rank %d of %d: %s\n", gpu.rank, gpu.size, failures_ ? "FAILED" : "all ops match the CPU backend");
