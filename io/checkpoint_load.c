@@ -6,7 +6,7 @@
  * every dataset's shape, the hashing arrays against the config's), identically on every rank; then
  * every rank reads replicated datasets whole, its own rows of the Engram tables and (under expert
  * parallelism) its own experts (independent MPI-IO transfers), taking checksums as the pieces arrive
- * (on a second thread). Checksums are verified last: a refused file may leave the Trainer half-loaded,
+ * (on a second thread; each row's once over all ranks). Checksums are verified last: a refused file may leave the Trainer half-loaded,
  * and the callers exit.
  */
 #include "checkpoint.h"
@@ -19,6 +19,10 @@
 
 #include "checkpoint_layout.h"
 #include "common.h"
+#include "shard.h"
+
+/* Replicated sets from this size on are checksummed in parts, each rank its block of rows. */
+#define PARTS_MIN_BYTES_ ((size_t)64 << 10)
 
 int checkpoint_resolve(const char* path, char* file, size_t n, char* err, size_t errlen) {
     struct stat sb;
@@ -93,13 +97,11 @@ static int check_hash_(const hid_t* ids, const char* file, const Trainer* tr, co
 }
 
 /* Read rows [lo, hi) of an open set (this rank's part of max_rows per rank) into out, adding their
- * checksum to *sum, and its stored checksum attribute into *want (*has: present). */
-static int read_set_(hid_t ds, const CkSet* s, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows, size_t row_bytes,
-                     void* out, uint64_t* sum, CkSummer* sm, uint64_t* want, int* has) {
-    herr_t rc = ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, lo, hi, max_rows,
-                             row_bytes, out, sum, sm);
-    *has = ckpt_attr_read_u64(ds, "checksum", want) == 0;
-    return rc < 0 ? -1 : 0;
+ * checksum to *sum (NULL: none; complete after the summer's wait). 0 or -1. */
+static int read_rows_(hid_t ds, const CkSet* s, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows, size_t row_bytes,
+                      void* out, uint64_t* sum, CkSummer* sm) {
+    return ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, lo, hi, max_rows, row_bytes,
+                        out, sum, sm) < 0 ? -1 : 0;
 }
 
 static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local) {
@@ -107,12 +109,18 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
     return (void*)ckpt_set_data(tr, s, first, local);
 }
 
-/* Read every tensor and compare checksums: a row-sharded set's parts are summed over ranks; every
- * rank checks its own copy of a replicated set. 0, or -1 with err (the same on every rank). */
+/* Read every tensor and compare checksums. Every row's checksum is taken once over all ranks, and
+ * the parts are summed over ranks: a row-sharded set's rows by the rank holding them; a replicated
+ * set's rows, which every rank reads, by the rank whose block of rows they fall in (the same file
+ * bytes reach every rank, so checking each once is enough, and P ranks share the work). Small
+ * replicated sets (and scalars) every rank checks whole itself. 0, or -1 with err (the same on
+ * every rank). */
 static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl,
                          MPI_Comm comm, char* err, size_t errlen) {
-    uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] row sets: this rank's part
-    uint64_t* whole = callocCheck((size_t)n + 1, sizeof(uint64_t));   // [n] whole sets: this rank's copy
+    const int P = tr->comm ? tr->comm->size : 1, rank = tr->comm ? tr->comm->rank : 0;
+    uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] parts summed over ranks
+    uint64_t* whole = callocCheck((size_t)n + 1, sizeof(uint64_t));   // [n] sets each rank checks whole
+    int* in_parts = callocCheck((size_t)n + 1, sizeof(int));          // [n] checked in parts (sums)
     uint64_t* want = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] the checksum attributes
     int* has = callocCheck((size_t)n + 1, sizeof(int));               // [n] attribute present
     int bad = -1;
@@ -122,17 +130,30 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
         int64_t first = 0, local = 0;
         void* out = target_(tr, s, &first, &local);
         if (!out) continue;
-        // checksums are taken piece by piece as the pieces arrive (in cache)
+        has[i] = ckpt_attr_read_u64(ids[i], "checksum", &want[i]) == 0;
         if (s->sharded) {   // each row counted once in the sum: replicas of an expert outside the first group don't
-            if (read_set_(ids[i], s, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
-                          s->writes ? &sums[i] : NULL, sm, &want[i], &has[i])) bad = i;
-        } else {   // every rank reads the whole of a replicated set itself (one kernel copy per rank from
-                   // the shared page cache, where a read by rank 0 and a broadcast would cost two)
-            size_t numel = 1;
-            for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
-            int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
-            if (read_set_(ids[i], s, dxpl, 0, rows, rows, numel * (s->is_float ? 4 : 8) / (size_t)rows, out, &whole[i],
-                          sm, &want[i], &has[i])) bad = i;
+            in_parts[i] = 1;
+            if (read_rows_(ids[i], s, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
+                           s->writes ? &sums[i] : NULL, sm)) bad = i;
+            continue;
+        }
+        // every rank reads the whole of a replicated set itself (one kernel copy per rank from the
+        // shared page cache, where a read by rank 0 and a broadcast would cost two)
+        size_t numel = 1;
+        for (int d = 0; d < s->ndim; d++) numel *= (size_t)s->dims[d];
+        int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1;
+        size_t row_bytes = numel * (s->is_float ? 4 : 8) / (size_t)rows;
+        in_parts[i] = P > 1 && s->ndim > 0 && rows >= P && numel * (s->is_float ? 4 : 8) >= PARTS_MIN_BYTES_;
+        if (!in_parts[i]) {
+            if (read_rows_(ids[i], s, dxpl, 0, rows, rows, row_bytes, out, &whole[i], sm)) bad = i;
+            continue;
+        }
+        // block by block (every rank makes the same calls), summing only its own block
+        for (int b = 0; b < P && bad < 0; b++) {
+            int64_t lo, cnt;
+            shard_row_range(rows, P, b, &lo, &cnt);
+            if (read_rows_(ids[i], s, dxpl, lo, lo + cnt, shard_block_rows(rows, P), row_bytes,
+                           (char*)out + (size_t)lo * row_bytes, b == rank ? &sums[i] : NULL, sm)) bad = i;
         }
     }
     ckpt_summer_stop(sm);   // every sum complete, every bounced piece in place
@@ -144,7 +165,7 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
     if (unreadable) ckpt_errf(err, errlen, "%s: cannot read %s (truncated or corrupt file)", file, sets[bad].path);
     for (int i = 0; i < n && bad < 0; i++) {
         if (!target_(tr, &sets[i], &(int64_t){0}, &(int64_t){0})) continue;
-        if (!has[i] || want[i] != (sets[i].sharded ? sums[i] : whole[i])) bad = i;
+        if (!has[i] || want[i] != (in_parts[i] ? sums[i] : whole[i])) bad = i;
     }
     if (comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
     if (bad >= 0 && !unreadable)   // the attribute is the same on every rank
@@ -154,6 +175,7 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
     free(has);
     free(sums);
     free(whole);
+    free(in_parts);
     return bad >= 0 ? -1 : 0;
 }
 

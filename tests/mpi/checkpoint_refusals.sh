@@ -32,6 +32,15 @@ head -c $(( $(stat -c %s "$good") / 2 )) "$good" > "$tmp/truncated.h5"
 refused "$tmp/truncated.h5" "truncated" 1
 cp "$good" "$tmp/flipped.h5"; "$bin" corrupt "$tmp/flipped.h5" /engram/layer_2/table
 refused "$tmp/flipped.h5" "checksum" 2
+# a replicated tensor of 64 KiB and more is checksummed in parts (each rank its block of rows, the
+# parts summed over ranks): a flipped bit is found in the first block, in the last, at P = 2 and 3
+big=(model.vocab_size=700 engram.compressed_vocab_size=700)   # /params/wte: [700, 32] floats, 89.6 KB
+"$mpirun" -np 2 "$bin" run "$cfg" "$tmp/big" --from 0 --to 1 --save "$tmp/big_ck" "${big[@]}"
+for at in 0.05 0.97; do
+  cp "$tmp/big_ck/step_00000001.h5" "$tmp/wte_$at.h5"; "$bin" corrupt "$tmp/wte_$at.h5" /params/wte $at
+  for P in 2 3; do refused "$tmp/wte_$at.h5" "/params/wte does not match its checksum" $P "${big[@]}"; done
+done
+"$mpirun" -np 3 "$bin" load "$cfg" "$tmp/big_ck" "${big[@]}"   # and the untouched file loads at P = 3
 cp "$good" "$tmp/nosum.h5"   # h5py (Debian's, an independent writer) deletes one checksum attribute
 /usr/bin/python3 -c 'import h5py, sys; del h5py.File(sys.argv[1], "r+")["/params/wte"].attrs["checksum"]' "$tmp/nosum.h5"
 refused "$tmp/nosum.h5" "/params/wte has no checksum attribute" 2

@@ -15,7 +15,8 @@
  *       loads DIR's latest if any (checking its values), then saves pattern(step) for step+1, ...
  *   ckpt_train check CONFIG DIR                      load DIR's latest, check pattern(step) exactly
  *   ckpt_train load CONFIG PATH [key=value ...]      load only; prints the refusal line, exit 2
- *   ckpt_train corrupt FILE DATASET                  flip one byte inside DATASET's data
+ *   ckpt_train corrupt FILE DATASET [AT]             flip one byte inside DATASET's data, at fraction AT
+ *       of it (default 0.5)
  *   ckpt_train set-version FILE N                    rewrite the root format_version attribute
  *   ckpt_train foreign FILE                          an HDF5 file that is not a checkpoint
  */
@@ -287,7 +288,7 @@ static int kill_loop_(int argc, char** argv, const Comm* w, int check_only) {
 
 /* ---- making bad files ------------------------------------------------------------------------ */
 
-static int corrupt_(const char* file, const char* dataset) {
+static int corrupt_(const char* file, const char* dataset, double frac) {
     hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t ds = f < 0 ? -1 : H5Dopen2(f, dataset, H5P_DEFAULT);
     if (ds < 0) engram_fail("%s: cannot open %s", file, dataset);
@@ -297,7 +298,7 @@ static int corrupt_(const char* file, const char* dataset) {
     H5Fclose(f);
     int fd = open(file, O_RDWR);
     unsigned char byte;
-    off_t at = (off_t)(off + size / 2);
+    off_t at = (off_t)(off + (hsize_t)(frac * (double)(size - 1)));
     if (fd < 0 || pread(fd, &byte, 1, at) != 1) engram_fail("%s: cannot read byte %lld", file, (long long)at);
     byte ^= 0x10;
     if (pwrite(fd, &byte, 1, at) != 1) engram_fail("%s: cannot write", file);
@@ -336,7 +337,7 @@ int main(int argc, char** argv) {
     const char* mode = argv[1];
     if (!strcmp(mode, "compare") && argc >= 6) return compare_(argv[2], argv[3], argv[4], atof(argv[5]), argc - 6, argv + 6);
     if (!strcmp(mode, "losses") && argc == 5) return losses_(argv[2], argv[3], atof(argv[4]));
-    if (!strcmp(mode, "corrupt") && argc == 4) return corrupt_(argv[2], argv[3]);
+    if (!strcmp(mode, "corrupt") && (argc == 4 || argc == 5)) return corrupt_(argv[2], argv[3], argc == 5 ? atof(argv[4]) : 0.5);
     if (!strcmp(mode, "set-version") && argc == 4) return set_version_(argv[2], atol(argv[3]));
     if (!strcmp(mode, "foreign")) return foreign_(argv[2]);
     Comm w;
