@@ -7,25 +7,37 @@
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+/* One line (or two) to stderr in ONE write: several ranks failing at once then never interleave
+ * their lines inside each other (stderr is unbuffered, and fprintf makes a write per piece). */
+static void say_(const char* prefix, const char* fmt, va_list ap, const char* hint) {
+    char buf[4096];
+    int n = snprintf(buf, sizeof buf, "engram: %s", prefix);
+    if (n < 0 || n >= (int)sizeof buf) n = 0;
+    int k = vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+    n = k < 0 ? n : n + k < (int)sizeof buf - 1 ? n + k : (int)sizeof buf - 2;   // truncated at the buffer
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "\n");
+    if (hint && hint[0] && n < (int)sizeof buf - 1) {
+        k = snprintf(buf + n, sizeof buf - (size_t)n, "---> HINT: %s\n", hint);
+        n = k < 0 || n + k >= (int)sizeof buf ? (int)sizeof buf - 1 : n + k;
+    }
+    fflush(stderr);
+    for (ssize_t off = 0, w; off < n; off += w)
+        if ((w = write(STDERR_FILENO, buf + off, (size_t)(n - off))) <= 0) break;
+}
 
 void engram_die_at(const char* file, int line, const char* hint, const char* fmt, ...) {
+    char where[600];
+    snprintf(where, sizeof where, "error at %s:%d: ", file, line);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "engram: error at %s:%d: ", file, line);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say_(where, fmt, ap, hint);
     va_end(ap);
-    if (hint && hint[0]) fprintf(stderr, "---> HINT: %s\n", hint);
-    fflush(stderr);
     exit(1);
 }
 
-void engram_vsay(const char* fmt, va_list ap) {
-    fputs("engram: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    fflush(stderr);
-}
+void engram_vsay(const char* fmt, va_list ap) { say_("", fmt, ap, NULL); }
 
 void engram_fail(const char* fmt, ...) {
     va_list ap;
