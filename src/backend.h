@@ -6,7 +6,8 @@
  *
  * Implementations: "cpu" (src/backend_cpu.c: host memory, the ops of ops.c / optim.c; its
  * collectives are MPI, set by parallel/device.c) and "cuda" (gpu/: cudaMalloc, cuBLAS, the kernels
- * of gpu/kernels.cu, NCCL). parallel/device.h opens one for a rank.
+ * of gpu/kernels.cu, NCCL). parallel/device.h opens one for a rank. For tests, "cpu-guarded"
+ * (src/backend_guard.c) wraps the CPU one so that any host access to its memory faults.
  *
  * Every pointer an op takes is a DEVICE pointer of that backend (host memory on the CPU backend),
  * except the scalars and the AdamStep. Ops run in order on one stream; results reach the host only
