@@ -320,6 +320,45 @@ static void cuda_engram_tokens_backward_(Backend* be, const EngramDims* d, const
     launchCheck();
 }
 
+/* ---- the MoE layer's token-wise parts and the Engram rows: kernels.cu ------------------------------- */
+
+static void cuda_moe_softmax_(Backend* be, float* probs, int N, int E) {
+    kernels_moe_softmax(probs, N, E, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_moe_gather_(Backend* be, float* X, const float* f, const int* row_tok, long R, int D) {
+    kernels_moe_gather(X, f, row_tok, R, D, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_moe_combine_(Backend* be, const MoeDims* d, const float* probs, const int* top, const long* row,
+                              const float* y, float* out) {
+    kernels_moe_combine(probs, top, row, y, out, d->N, d->E, d->k, d->D, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_moe_routing_backward_(Backend* be, const MoeDims* d, const float* probs, const int* top,
+                                       const long* row, const float* y, const float* dout, const double* c_aux,
+                                       float* dy, float* dl) {
+    if (d->k > KERNELS_MOE_MAX_K)
+        engram_die("use a smaller moe.top_k", "the CUDA routing backward takes top_k <= %d, not %d", KERNELS_MOE_MAX_K,
+                   d->k);
+    kernels_moe_routing_backward(probs, top, row, y, dout, c_aux, dy, dl, d->N, d->E, d->k, d->D, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_moe_scatter_add_(Backend* be, const MoeDims* d, const long* row, const float* dX, float* df) {
+    kernels_moe_scatter_add(row, dX, df, d->N, d->k, d->D, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_rows_expand_(Backend* be, float* out, const float* rows, const int64_t* inv, const int64_t* pos,
+                              size_t total, int Dh) {
+    kernels_rows_expand(out, rows, inv, pos, total, Dh, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_rows_reduce_(Backend* be, float* grads, const float* de, const int64_t* inv, const int64_t* pos,
+                              size_t total, int64_t n_unique, int Dh) {
+    kernels_rows_reduce(grads, de, inv, pos, total, n_unique, Dh, impl_(be)->stream);
+    launchCheck();
+}
+
 /* ---- optimizer ------------------------------------------------------------------------------------ */
 
 static double cuda_sumsq_(Backend* be, const float* g, size_t n) {
@@ -461,6 +500,13 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->engram_gate_forward = cuda_engram_gate_forward_;
     be->engram_conv_forward = cuda_engram_conv_forward_;
     be->engram_tokens_backward = cuda_engram_tokens_backward_;
+    be->moe_softmax = cuda_moe_softmax_;
+    be->moe_gather = cuda_moe_gather_;
+    be->moe_combine = cuda_moe_combine_;
+    be->moe_routing_backward = cuda_moe_routing_backward_;
+    be->moe_scatter_add = cuda_moe_scatter_add_;
+    be->rows_expand = cuda_rows_expand_;
+    be->rows_reduce = cuda_rows_reduce_;
     be->sumsq = cuda_sumsq_;
     be->adam = cuda_adam_;
     be->rows_adam = cuda_rows_adam_;

@@ -1,8 +1,9 @@
 /*
  * kernels.cu — the CUDA kernels of the backend (kernels.h): element-wise scale and add, the
  * hyper-connection branch mean / sum / add, bias add and gradient, RMSNorm, RoPE, the causal
- * softmax of attention, SwiGLU, cross-entropy, the embedding, Σg², Adam(W) and the lazy Adam of
- * Engram rows.
+ * softmax of attention, SwiGLU, cross-entropy, the embedding, the MoE layer's routing softmax,
+ * gather, combine, routing backward and scatter-add, the expansion and reduction of Engram rows,
+ * Σg², Adam(W) and the lazy Adam of Engram rows.
  * Each mirrors its CPU twin in ops.c / optim.c line by line, so the tests can hold them to ~1e-5.
  *
  * Deliberately plain: one block of 256 threads per row for the row-wise ops (block reductions in
@@ -464,6 +465,147 @@ extern "C" void kernels_engram_tokens_backward(EngramDims d, EngramWeights w, co
     engram_tokens_backward_<<<chunks, THREADS, (size_t)d.D * sizeof(double), st>>>(d, w, h, a, dout, dy, dx, dv, dh,
                                                                                    part, csize);
     engram_partials_reduce_<<<grid_(P), THREADS, 0, st>>>(d, g, part, chunks, P);
+}
+
+/* ---- the MoE layer's token-wise parts (moe.c's loops) --------------------------------------------- */
+
+// one thread per token: E is a handful of experts
+__global__ void moe_softmax_(float* probs, int N, int E) {
+    int n = blockIdx.x * THREADS + threadIdx.x;
+    if (n >= N) return;
+    float* p = probs + (size_t)n * E;
+    float mx = p[0], s = 0.0f;
+    for (int i = 1; i < E; i++) mx = fmaxf(mx, p[i]);
+    for (int i = 0; i < E; i++) s += (p[i] = expf(p[i] - mx));
+    for (int i = 0; i < E; i++) p[i] /= s;
+}
+extern "C" void kernels_moe_softmax(float* probs, int N, int E, cudaStream_t st) {
+    if (N) moe_softmax_<<<grid_((size_t)N), THREADS, 0, st>>>(probs, N, E);
+}
+
+__global__ void moe_gather_(float* X, const float* f, const int* row_tok, size_t n, int D) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [R, D]
+    if (i < n) X[i] = f[(size_t)row_tok[i / D] * D + i % D];
+}
+extern "C" void kernels_moe_gather(float* X, const float* f, const int* row_tok, long R, int D, cudaStream_t st) {
+    const size_t n = (size_t)R * D;
+    if (n) moe_gather_<<<grid_(n), THREADS, 0, st>>>(X, f, row_tok, n, D);
+}
+
+// Σ_{j<k} p[top_j] in j order, as moe.c's topk_mass_
+__device__ float topk_mass_(const float* p, const int* top, int k) {
+    float s = 0.0f;
+    for (int j = 0; j < k; j++) s += p[top[j]];
+    return s;
+}
+
+// one thread per (token, column): the k choices added in order
+__global__ void moe_combine_(const float* probs, const int* top_all, const long* row_all, const float* y, float* out,
+                             int N, int E, int k, int D) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [N, D]
+    if (i >= (size_t)N * D) return;
+    const int n = (int)(i / D), c = (int)(i % D);
+    const float* p = probs + (size_t)n * E;
+    const int* top = top_all + (size_t)n * k;
+    const float mass = topk_mass_(p, top, k);
+    float o = out[i];
+    for (int j = 0; j < k; j++) {
+        long r = row_all[(size_t)n * k + j];
+        if (r < 0) continue;
+        o += p[top[j]] / mass * y[(size_t)r * D + c];
+    }
+    out[i] = o;
+}
+extern "C" void kernels_moe_combine(const float* probs, const int* top, const long* row, const float* y, float* out,
+                                    int N, int E, int k, int D, cudaStream_t st) {
+    const size_t n = (size_t)N * D;
+    if (n) moe_combine_<<<grid_(n), THREADS, 0, st>>>(probs, top, row, y, out, N, E, k, D);
+}
+
+// one thread per token, moe.c's loop as it stands (a_j in double over the columns in order); dp_i is
+// formed where it is used instead of in an [E] array: c_aux_i, then the chosen j's terms in order
+__global__ void moe_routing_backward_(const float* probs, const int* top_all, const long* row_all, const float* y,
+                                      const float* dout, const double* c_aux, float* dy, float* dl, int N, int E,
+                                      int k, int D) {
+    int n = blockIdx.x * THREADS + threadIdx.x;
+    if (n >= N) return;
+    const float* p = probs + (size_t)n * E;
+    const float* go = dout + (size_t)n * D;
+    const int* top = top_all + (size_t)n * k;
+    const long* row = row_all + (size_t)n * k;
+    double m = topk_mass_(p, top, k), a[KERNELS_MOE_MAX_K], abar = 0.0, pdp = 0.0;
+    for (int j = 0; j < k; j++) {
+        a[j] = 0.0;
+        if (row[j] < 0) continue;
+        float wj = (float)(p[top[j]] / m);
+        const float* yr = y + (size_t)row[j] * D;
+        float* dyr = dy + (size_t)row[j] * D;
+        for (int c = 0; c < D; c++) {
+            a[j] += (double)go[c] * yr[c];
+            dyr[c] = wj * go[c];
+        }
+        abar += a[j] * (p[top[j]] / m);
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < E; i++) {
+            double dp = c_aux[i];
+            for (int j = 0; j < k; j++)
+                if (top[j] == i) dp += (a[j] - abar) / m;
+            if (pass == 0) pdp += p[i] * dp;
+            else dl[(size_t)n * E + i] = (float)(p[i] * (dp - pdp));
+        }
+}
+extern "C" void kernels_moe_routing_backward(const float* probs, const int* top, const long* row, const float* y,
+                                             const float* dout, const double* c_aux, float* dy, float* dl, int N,
+                                             int E, int k, int D, cudaStream_t st) {
+    if (N) moe_routing_backward_<<<grid_((size_t)N), THREADS, 0, st>>>(probs, top, row, y, dout, c_aux, dy, dl, N, E, k, D);
+}
+
+__global__ void moe_scatter_add_(const long* row_all, const float* dX, float* df, int N, int k, int D) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [N, D]
+    if (i >= (size_t)N * D) return;
+    const int n = (int)(i / D), c = (int)(i % D);
+    float o = df[i];
+    for (int j = 0; j < k; j++) {
+        long r = row_all[(size_t)n * k + j];
+        if (r >= 0) o += dX[(size_t)r * D + c];
+    }
+    df[i] = o;
+}
+extern "C" void kernels_moe_scatter_add(const long* row, const float* dX, float* df, int N, int k, int D,
+                                        cudaStream_t st) {
+    const size_t n = (size_t)N * D;
+    if (n) moe_scatter_add_<<<grid_(n), THREADS, 0, st>>>(row, dX, df, N, k, D);
+}
+
+/* ---- the Engram rows: expansion, and their gradients' sums in position order ---------------------- */
+
+__global__ void rows_expand_(float* out, const float* rows, const int64_t* inv, const int64_t* pos, size_t n, int Dh) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [total, Dh]
+    if (i >= n) return;
+    const int64_t u = pos ? pos[inv[i / Dh]] : inv[i / Dh];
+    out[i] = rows[(size_t)u * Dh + i % Dh];
+}
+extern "C" void kernels_rows_expand(float* out, const float* rows, const int64_t* inv, const int64_t* pos,
+                                    size_t total, int Dh, cudaStream_t st) {
+    const size_t n = total * Dh;
+    if (n) rows_expand_<<<grid_(n), THREADS, 0, st>>>(out, rows, inv, pos, n, Dh);
+}
+
+// one thread per column, lookups in position order (deterministic, as the CPU): grads zeroed first
+__global__ void rows_reduce_(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
+                             int Dh) {
+    int j = blockIdx.x * THREADS + threadIdx.x;
+    if (j >= Dh) return;
+    for (size_t i = 0; i < total; i++) {
+        const int64_t u = pos ? pos[inv[i]] : inv[i];
+        grads[(size_t)u * Dh + j] += de[i * Dh + j];
+    }
+}
+extern "C" void kernels_rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos,
+                                    size_t total, int64_t n_unique, int Dh, cudaStream_t st) {
+    cudaMemsetAsync(grads, 0, (size_t)n_unique * Dh * sizeof(float), st);
+    if (total && Dh) rows_reduce_<<<grid_((size_t)Dh), THREADS, 0, st>>>(grads, de, inv, pos, total, Dh);
 }
 
 /* ---- Σ g²: a fixed grid, so the summation order (and the result) is the same every call ------------ */

@@ -67,6 +67,27 @@ void kernels_engram_tokens_backward(EngramDims d, EngramWeights w, const float* 
                                     float* dy, float* dx, float* dv, float* dh, double* part, int csize, int chunks,
                                     EngramWeights g, cudaStream_t st);
 
+/* The MoE layer's token-wise parts (moe.h's moe_softmax ... moe_scatter_add, moe.c's loops); the
+ * routing plan's top, row [N,k] and row_tok [R] and c_aux [E] on the device. k ≤ KERNELS_MOE_MAX_K
+ * (checked by backend_cuda.c). */
+#define KERNELS_MOE_MAX_K 32
+void kernels_moe_softmax(float* probs, int N, int E, cudaStream_t st);
+void kernels_moe_gather(float* X, const float* f, const int* row_tok, long R, int D, cudaStream_t st);
+void kernels_moe_combine(const float* probs, const int* top, const long* row, const float* y, float* out, int N,
+                         int E, int k, int D, cudaStream_t st);
+void kernels_moe_routing_backward(const float* probs, const int* top, const long* row, const float* y,
+                                  const float* dout, const double* c_aux, float* dy, float* dl, int N, int E, int k,
+                                  int D, cudaStream_t st);
+void kernels_moe_scatter_add(const long* row, const float* dX, float* df, int N, int k, int D, cudaStream_t st);
+
+/* The Engram rows (engram_rows.h rows_expand / rows_reduce): out [total,Dh] = rows[pos[inv[i]]]
+ * (pos NULL: inv[i]); grads [n_unique,Dh] zeroed, then de added in position order, one thread per
+ * column. */
+void kernels_rows_expand(float* out, const float* rows, const int64_t* inv, const int64_t* pos, size_t total, int Dh,
+                         cudaStream_t st);
+void kernels_rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
+                         int64_t n_unique, int Dh, cudaStream_t st);
+
 /* partial [blocks] sums of g², blocks = kernels_sumsq_blocks(n); the caller adds them in order. */
 int kernels_sumsq_blocks(size_t n);
 void kernels_sumsq(double* partial, const float* g, size_t n, cudaStream_t st);

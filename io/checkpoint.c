@@ -305,8 +305,9 @@ static int agree_(MPI_Comm comm, int rank, int failed, char* err, size_t errlen)
     return -1;
 }
 
-int checkpoint_save(const Trainer* tr, const Config* c, const Compression* comp, const CkptState* st, const char* dir,
-                    char* err, size_t errlen) {
+int checkpoint_save(const Trainer* dev, const Config* c, const Compression* comp, const CkptState* st,
+                    const char* dir, char* err, size_t errlen) {
+    const Trainer* tr = ckpt_host_view(dev, 1);   // the buffers in host memory (dev itself on the CPU)
     CkQuiet q = ckpt_quiet();
     Writer_ w = {.file = -1, .dxpl = H5P_DEFAULT, .rank = 0, .P = 1, .comm = MPI_COMM_NULL};
     if (tr->comm) w.rank = tr->comm->rank, w.P = tr->comm->size, w.comm = tr->comm->comm;
@@ -357,5 +358,6 @@ out:
         // with several ranks agree_ already copied the message everywhere; mark failure locally too
         ckpt_errf(err, errlen, "%s", w.err);
     }
+    ckpt_host_done((Trainer*)tr, (Trainer*)dev, 0);
     return w.err[0] ? -1 : 0;
 }

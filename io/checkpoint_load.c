@@ -179,7 +179,8 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
     return bad >= 0 ? -1 : 0;
 }
 
-int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, size_t errlen) {
+int checkpoint_load(Trainer* dev, const char* file, CkptState* st, char* err, size_t errlen) {
+    Trainer* tr = ckpt_host_view(dev, 0);   // read into host memory (dev itself on the CPU)
     CkQuiet q = ckpt_quiet();
     MPI_Comm comm = tr->comm ? tr->comm->comm : MPI_COMM_NULL;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dxpl = H5P_DEFAULT;
@@ -223,5 +224,6 @@ int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, siz
     }
     if (dxpl != H5P_DEFAULT) H5Pclose(dxpl);
     ckpt_loud(q);
+    ckpt_host_done(tr, dev, rc == 0);
     return rc;
 }

@@ -12,7 +12,6 @@
 
 #include <string.h>
 
-#include "optim.h"
 #include "shard.h"
 
 static int imin_(int a, int b) { return a < b ? a : b; }
@@ -146,22 +145,25 @@ void expert_exchange_free(ExpertExchange* x) {
 
 void expert_exchange_reset(ExpertExchange* x) { memset(&x->st, 0, sizeof x->st); }
 
-double expert_grad_sync(const ExpertExchange* x, const TensorTable* tt, float* grads) {
+double expert_grad_sync(Backend* be, const ExpertExchange* x, const TensorTable* tt, float* grads) {
     double t0 = engram_now();
     if (x->world->size / x->ep > 1)
         for (int i = 0; i < tt->n; i++) {   // same position, same experts, same local_numel on every replica
             const TensorInfo* t = &tt->t[i];
             if (t->shard != SHARD_EXPERTS || t->local_numel == 0) continue;
             if (t->local_numel > INT32_MAX) engram_die("use more expert-parallel ranks", "%s too large for one all-reduce", t->name);
-            mpiCheck(MPI_Allreduce(MPI_IN_PLACE, grads + t->offset, (int)t->local_numel, MPI_FLOAT, MPI_SUM, x->replica_comm));
+            size_t bytes = (size_t)t->local_numel * sizeof(float);
+            float* h = backend_host_view(be, grads + t->offset, bytes, 1);
+            mpiCheck(MPI_Allreduce(MPI_IN_PLACE, h, (int)t->local_numel, MPI_FLOAT, MPI_SUM, x->replica_comm));
+            backend_host_done(be, h, grads + t->offset, bytes, 1);
         }
     return engram_now() - t0;
 }
 
-double expert_sumsq(const ExpertExchange* x, const TensorTable* tt, const float* grads) {
+double expert_sumsq(Backend* be, const ExpertExchange* x, const TensorTable* tt, const float* grads) {
     double ss = 0.0;
     for (int i = 0; i < tt->n; i++)
-        if (tt->t[i].shard == SHARD_EXPERTS) ss += optim_sumsq(grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
+        if (tt->t[i].shard == SHARD_EXPERTS) ss += be->sumsq(be, grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPI_DOUBLE, MPI_SUM, x->group_comm));
     return ss;
 }

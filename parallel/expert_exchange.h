@@ -21,6 +21,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "comm.h"
 #include "moe.h"
 #include "tensors.h"
@@ -65,12 +66,13 @@ void expert_exchange_init(ExpertExchange* x, const Comm* world, int ep, int E, i
 void expert_exchange_free(ExpertExchange* x);
 /* Zero the figures (at the start of a step). */
 void expert_exchange_reset(ExpertExchange* x);
-/* In place: the expert-sharded gradients of tt summed over the replicas of this rank's experts.
+/* In place: the expert-sharded gradients of tt (be's memory) summed over the replicas of this
+ * rank's experts (MPI over the replica communicator, through a host copy on a device backend).
  * Returns seconds. */
-double expert_grad_sync(const ExpertExchange* x, const TensorTable* tt, float* grads);
-/* Σ g² over the expert-sharded tensors, every expert counted once: this rank's part summed over
- * its group. */
-double expert_sumsq(const ExpertExchange* x, const TensorTable* tt, const float* grads);
+double expert_grad_sync(Backend* be, const ExpertExchange* x, const TensorTable* tt, float* grads);
+/* Σ g² over the expert-sharded tensors (be->sumsq), every expert counted once: this rank's part
+ * summed over its group. */
+double expert_sumsq(Backend* be, const ExpertExchange* x, const TensorTable* tt, const float* grads);
 
 /* A dense buffer in tt's layout (params, grads, m or v) at its logical layout — every tensor whole,
  * in table order, Σ numel floats (returned) — into out on world rank 0 (others may pass NULL): the

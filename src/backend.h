@@ -6,7 +6,8 @@
  *
  * Implementations: "cpu" (src/backend_cpu.c: host memory, the ops of ops.c / optim.c; its
  * collectives are MPI, set by parallel/device.c) and "cuda" (gpu/: cudaMalloc, cuBLAS, the kernels
- * of gpu/kernels.cu, NCCL). parallel/device.h opens one for a rank.
+ * of gpu/kernels.cu, NCCL). parallel/device.h opens one for a rank. For tests, "cpu-guarded"
+ * (src/backend_guard.c) wraps the CPU one so that any host access to its memory faults.
  *
  * Every pointer an op takes is a DEVICE pointer of that backend (host memory on the CPU backend),
  * except the scalars and the AdamStep. Ops run in order on one stream; results reach the host only
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #include "engram_layer.h"
+#include "moe.h"
 
 /* Precision of the GEMMs. fp32: exact fp32 products (the mode tests compare across devices);
  * bf16: inputs rounded to bfloat16, products accumulated in fp32, fp32 results (the fp32 master
@@ -107,6 +109,27 @@ struct Backend {
                                    const float* acts, const float* dout, float* dy, float* dx, float* dv,
                                    float* dh, double* part, EngramWeights* g);
 
+    /* The MoE layer's token-wise parts (moe.h: moe_softmax, moe_gather, moe_combine,
+     * moe_routing_backward, moe_scatter_add); the routing plan (top, row, row_tok) and c_aux on the
+     * device (the plan is built on the host: moe.c). Its GEMMs go through gemm, its SwiGLU through
+     * swiglu_forward / swiglu_backward. */
+    void (*moe_softmax)(Backend* be, float* probs, int N, int E);
+    void (*moe_gather)(Backend* be, float* X, const float* f, const int* row_tok, long R, int D);
+    void (*moe_combine)(Backend* be, const MoeDims* d, const float* probs, const int* top, const long* row,
+                        const float* y, float* out);
+    void (*moe_routing_backward)(Backend* be, const MoeDims* d, const float* probs, const int* top, const long* row,
+                                 const float* y, const float* dout, const double* c_aux, float* dy, float* dl);
+    void (*moe_scatter_add)(Backend* be, const MoeDims* d, const long* row, const float* dX, float* df);
+
+    /* The Engram rows of one step (engram_rows.h: rows_expand, rows_reduce): unique rows [., Dh]
+     * → out [total, Dh], out[i] = rows[pos ? pos[inv[i]] : inv[i]]; and back, grads [n_unique, Dh]
+     * overwritten with the sums of de [total, Dh] in position order. inv [total], pos [n_unique]
+     * int64 on the device (pos may be NULL). */
+    void (*rows_expand)(Backend* be, float* out, const float* rows, const int64_t* inv, const int64_t* pos,
+                        size_t total, int Dh);
+    void (*rows_reduce)(Backend* be, float* grads, const float* de, const int64_t* inv, const int64_t* pos,
+                        size_t total, int64_t n_unique, int Dh);
+
     /* Σ g² in double (for clipping by the global norm); comes back to the host. */
     double (*sumsq)(Backend* be, const float* g, size_t n);
     /* One Adam(W) step over n elements: p, m, v updated in place. */
@@ -127,6 +150,22 @@ struct Backend {
 
     void (*close)(Backend* be);   // frees the implementation's state (not the buffers it handed out)
 };
+
+/* Host views of device memory, for the host code between ops (the MoE plan, the Engram rows, the
+ * MPI hooks, checkpoints); src/backend_view.c. On a host backend (be->host) a view is the pointer
+ * itself and nothing is copied; otherwise a malloc'd copy (view) or a be->alloc'd one (device).
+ * backend_host_view: n bytes of p, filled from p when fetch; backend_host_done ends it, storing its
+ * n bytes back into p first when store. The same the other way: backend_device_view, n bytes of
+ * host h on the device (sent when send); backend_device_done, fetched back into h when fetch. */
+void* backend_host_view(Backend* be, const void* p, size_t n, int fetch);
+void backend_host_done(Backend* be, void* view, void* p, size_t n, int store);
+void* backend_device_view(Backend* be, const void* h, size_t n, int send);
+void backend_device_done(Backend* be, void* d, void* h, size_t n, int fetch);
+
+/* Turns the open backend be (the CPU one) into a guarded one (src/backend_guard.c, for tests): the
+ * same ops and results, be->host = 0, and its buffers unreadable outside its own ops, so host code
+ * that touches device memory directly dies there. */
+void backend_guard_wrap(Backend* be);
 
 /* The CPU backend without collectives (those are parallel/device.c's: MPI). */
 void backend_cpu_init(Backend* be);

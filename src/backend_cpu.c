@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "common.h"
 #include "engram_rows.h"
+#include "moe.h"
 #include "ops.h"
 #include "optim.h"
 
@@ -127,6 +128,36 @@ static void cpu_engram_tokens_backward_(Backend* be, const EngramDims* d, const 
     (void)be, engram_tokens_backward(d, w, h, acts, dout, dy, dx, dv, dh, part, g);
 }
 
+/* ---- the MoE layer's token-wise parts: moe.c -------------------------------------------------- */
+
+static void cpu_moe_softmax_(Backend* be, float* probs, int N, int E) { (void)be, moe_softmax(probs, N, E); }
+static void cpu_moe_gather_(Backend* be, float* X, const float* f, const int* row_tok, long R, int D) {
+    (void)be, moe_gather(X, f, row_tok, R, D);
+}
+static void cpu_moe_combine_(Backend* be, const MoeDims* d, const float* probs, const int* top, const long* row,
+                             const float* y, float* out) {
+    (void)be, moe_combine(d, probs, top, row, y, out);
+}
+static void cpu_moe_routing_backward_(Backend* be, const MoeDims* d, const float* probs, const int* top,
+                                      const long* row, const float* y, const float* dout, const double* c_aux,
+                                      float* dy, float* dl) {
+    (void)be, moe_routing_backward(d, probs, top, row, y, dout, c_aux, dy, dl);
+}
+static void cpu_moe_scatter_add_(Backend* be, const MoeDims* d, const long* row, const float* dX, float* df) {
+    (void)be, moe_scatter_add(d, row, dX, df);
+}
+
+/* ---- the Engram rows: engram_rows.c ------------------------------------------------------------ */
+
+static void cpu_rows_expand_(Backend* be, float* out, const float* rows, const int64_t* inv, const int64_t* pos,
+                             size_t total, int Dh) {
+    (void)be, rows_expand(out, rows, inv, pos, total, Dh);
+}
+static void cpu_rows_reduce_(Backend* be, float* grads, const float* de, const int64_t* inv, const int64_t* pos,
+                             size_t total, int64_t n_unique, int Dh) {
+    (void)be, rows_reduce(grads, de, inv, pos, total, n_unique, Dh);
+}
+
 /* ---- optimizer: optim.c ------------------------------------------------------------------------ */
 
 static double cpu_sumsq_(Backend* be, const float* g, size_t n) {
@@ -201,6 +232,13 @@ void backend_cpu_init(Backend* be) {
     be->engram_gate_forward = cpu_engram_gate_forward_;
     be->engram_conv_forward = cpu_engram_conv_forward_;
     be->engram_tokens_backward = cpu_engram_tokens_backward_;
+    be->moe_softmax = cpu_moe_softmax_;
+    be->moe_gather = cpu_moe_gather_;
+    be->moe_combine = cpu_moe_combine_;
+    be->moe_routing_backward = cpu_moe_routing_backward_;
+    be->moe_scatter_add = cpu_moe_scatter_add_;
+    be->rows_expand = cpu_rows_expand_;
+    be->rows_reduce = cpu_rows_reduce_;
     be->sumsq = cpu_sumsq_;
     be->adam = cpu_adam_;
     be->rows_adam = cpu_rows_adam_;

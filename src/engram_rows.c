@@ -64,24 +64,31 @@ void rowset_free(RowSet* rs) {
     memset(rs, 0, sizeof *rs);
 }
 
-void rowset_expand(const RowSet* rs, const float* unique_rows, const int64_t* pos, int Dh, float* out) {
-    size_t total = (size_t)rs->n_layers * rs->n_pos;
+void rows_expand(float* out, const float* rows, const int64_t* inv, const int64_t* pos, size_t total, int Dh) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < total; i++) {
-        int64_t u = pos ? pos[rs->inverse[i]] : rs->inverse[i];
-        memcpy(out + i * Dh, unique_rows + (size_t)u * Dh, (size_t)Dh * sizeof(float));
+        int64_t u = pos ? pos[inv[i]] : inv[i];
+        memcpy(out + i * Dh, rows + (size_t)u * Dh, (size_t)Dh * sizeof(float));
     }
 }
 
-void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh, float* unique_grads) {
-    memset(unique_grads, 0, (size_t)rs->n_unique * Dh * sizeof(float));
-    size_t total = (size_t)rs->n_layers * rs->n_pos;
+void rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
+                 int64_t n_unique, int Dh) {
+    memset(grads, 0, (size_t)n_unique * Dh * sizeof(float));
     for (size_t i = 0; i < total; i++) {   // position order: deterministic sums
-        int64_t u = pos ? pos[rs->inverse[i]] : rs->inverse[i];
-        float* g = unique_grads + (size_t)u * Dh;
+        int64_t u = pos ? pos[inv[i]] : inv[i];
+        float* g = grads + (size_t)u * Dh;
         const float* d = de + i * Dh;
         for (int j = 0; j < Dh; j++) g[j] += d[j];
     }
+}
+
+void rowset_expand(const RowSet* rs, const float* unique_rows, const int64_t* pos, int Dh, float* out) {
+    rows_expand(out, unique_rows, rs->inverse, pos, (size_t)rs->n_layers * rs->n_pos, Dh);
+}
+
+void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh, float* unique_grads) {
+    rows_reduce(unique_grads, de, rs->inverse, pos, (size_t)rs->n_layers * rs->n_pos, rs->n_unique, Dh);
 }
 
 void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int rank, int P) {

@@ -59,6 +59,11 @@ void rowset_expand(const RowSet* rs, const float* unique_rows, const int64_t* po
 /* de per layer [B·T, H_total·Dh] → unique-row gradients [n_unique, Dh] (overwritten; key u's at
  * pos[u], or u), summed in position order so the result is deterministic. */
 void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh, float* unique_grads);
+/* The same over raw arrays (the CPU backend's rows_expand / rows_reduce, backend.h): total lookups,
+ * inv [total] into the unique keys, pos [n_unique] or NULL. */
+void rows_expand(float* out, const float* rows, const int64_t* inv, const int64_t* pos, size_t total, int Dh);
+void rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
+                 int64_t n_unique, int Dh);
 /* Single rank: copy the unique keys' rows out of the local tables. */
 void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out);
 

@@ -1,12 +1,10 @@
 /*
  * model.c — forward and backward of the whole model (model.h, docs/model.md). Long but linear:
  * the per-op math is behind the model's Backend (backend.h: ops.c on the CPU), in engram_layer.c
- * (itself on the backend) and in moe.c; this file decides the order, keeps the residual stream [B,T,G,D] and hands each
- * op its slice of the planned activation memory, which it allocates through the backend.
- *
- * Not yet through the backend (docs/gpu.md): the MoE layer (moe.c calls ops.c on host memory),
- * and the gathered Engram rows e / de are the caller's host buffers; so only a host backend can
- * run a model with MoE or Engram layers.
+ * and moe.c (both on the backend); this file decides the order, keeps the residual stream
+ * [B,T,G,D] and hands each op its slice of the planned activation memory, which it allocates
+ * through the backend. Every buffer it reads is the backend's (the gathered Engram rows e / de
+ * too); only the tokens come from the host (to_device) and the MoE statistics go back to it.
  */
 #include "model.h"
 
@@ -150,7 +148,7 @@ static void block_acts_free_(Backend* be, BlockActs* a) {
         if (bufs[i]) be->free(be, bufs[i]);
     free(a->moe_counts);
     free(a->moe_psum);
-    moe_ep_free(&a->ep);
+    moe_ep_free(be, &a->ep);
 }
 
 void model_free(Model* m) {
@@ -193,7 +191,7 @@ static void ffn_block_forward_(Model* m, const BlockPtrs* p, BlockActs* a) {
     if (p->is_moe) {
         MoeStats st = {a->moe_counts, a->moe_psum, 0, 0};
         a->ep.route = m->route;
-        moe_forward(&m->mdims, &p->moe, a->f, m->s_d1, a->moe_acts, &st, m->route ? &a->ep : NULL);
+        moe_forward_on(be, &m->mdims, &p->moe, a->f, m->s_d1, a->moe_acts, &st, m->route ? &a->ep : NULL);
         a->moe_dropped = st.dropped;
         a->moe_kept = st.kept;
     } else {
@@ -283,8 +281,8 @@ static void ffn_block_backward_(Model* m, int l, double n_tok_glob) {
     be->zero(be, df, (size_t)BT * D * sizeof(float));
     if (p->is_moe) {
         MoeWeights g = dp->moe;
-        moe_backward(&m->mdims, &p->moe, a->f, a->moe_acts, dout, m->cfg->moe.aux_loss_coef, a->moe_counts,
-                     n_tok_glob, df, &g, m->route ? &a->ep : NULL);
+        moe_backward_on(be, &m->mdims, &p->moe, a->f, a->moe_acts, dout, m->cfg->moe.aux_loss_coef,
+                        a->moe_counts, n_tok_glob, df, &g, m->route ? &a->ep : NULL);
     } else {
         // out = g·w2ᵀ with g = SiLU(h1)⊙h3, h1 = f·w1ᵀ, h3 = f·w3ᵀ
         float *dg = m->s_f1, *dh1 = m->s_f2, *dh3 = m->s_f3;

@@ -2,7 +2,8 @@
  * moe.h — a Mixture-of-Experts SwiGLU FFN (docs/model.md): softmax router, top-k with weights
  * renormalised over the top-k, routed experts, always-on shared experts, optional capacity
  * (token-major admission, dropped assignments contribute 0), and the statistics of the Switch-style
- * load-balance loss. Forward and hand-written backward, fp32 on the CPU, GEMMs through cblas.
+ * load-balance loss. Forward and hand-written backward, fp32, on a Backend (backend.h; the process's
+ * CPU backend unless a _on function names one): GEMMs through be->gemm, the rest through be->moe_*.
  *
  * The load-balance loss is global over the data-parallel batch: the forward returns this rank's
  * counts and probability sums, the caller sums them over ranks, and the backward takes the global
@@ -14,6 +15,8 @@
 #define ENGRAM_MOE_H
 
 #include <stddef.h>
+
+struct Backend;
 
 typedef struct {
     int N;                   // tokens on this rank (B·T)
@@ -63,12 +66,13 @@ typedef struct {
 typedef struct {
     const MoeRoute* route;
     int slot;
-    const float* xr;    // [Rr,D] the rows received in the forward (the hook's buffer)
+    const float* xr;    // [Rr,D] the rows received in the forward (the hook's buffer, host memory)
+    float* xr_d;        // [cap,D] their copy on a device backend (NULL on a host one)
     long* roff;         // [e_count+1]
-    float *h1, *h3;     // [Rr,Fe] X_r·w1ᵀ, X_r·w3ᵀ of the received rows
+    float *h1, *h3;     // [Rr,Fe] X_r·w1ᵀ, X_r·w3ᵀ of the received rows (backend memory)
     size_t cap;         // rows h1/h3 have room for
 } MoeEp;
-void moe_ep_free(MoeEp* ep);
+void moe_ep_free(struct Backend* be, MoeEp* ep);
 
 /* Floats of activation memory the forward saves (sized for the worst case, all tokens kept):
  *   N·E + N·k·(2·Fe + D) + 2·S·N·Fe
@@ -82,6 +86,9 @@ size_t moe_acts_floats(const MoeDims* d);
  * overwritten, not accumulated), or not when stats is NULL. ep NULL: every expert is local. */
 void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* out, float* acts,
                  MoeStats* stats, MoeEp* ep);
+/* The same on be: f, out, acts and w's pointers are be's memory; stats stay on the host. */
+void moe_forward_on(struct Backend* be, const MoeDims* d, const MoeWeights* w, const float* f, float* out,
+                    float* acts, MoeStats* stats, MoeEp* ep);
 
 /* Aux loss E·Σ_i (counts_i/(n_tok·k))·(psum_i/n_tok) from global counts/psum and global n_tok. */
 double moe_aux_loss(const MoeDims* d, const double* counts, const double* psum, double n_tok);
@@ -91,5 +98,26 @@ double moe_aux_loss(const MoeDims* d, const double* counts, const double* psum, 
 void moe_backward(const MoeDims* d, const MoeWeights* w, const float* f, const float* acts,
                   const float* dout, double aux_coef, const double* counts_glob, double n_tok_glob,
                   float* df, MoeWeights* g, MoeEp* ep);
+void moe_backward_on(struct Backend* be, const MoeDims* d, const MoeWeights* w, const float* f, const float* acts,
+                     const float* dout, double aux_coef, const double* counts_glob, double n_tok_glob, float* df,
+                     MoeWeights* g, MoeEp* ep);
+
+/* ---- the token-wise parts on the host: the CPU backend's MoE ops (backend.h) ------------------ *
+ * The routing plan as the ops read it: top [N,k] experts of each token in descending probability,
+ * row [N,k] its packed row (−1: dropped by capacity), row_tok [R] the token of each packed row. */
+
+/* probs [N,E] router logits → softmax over E, in place. */
+void moe_softmax(float* probs, int N, int E);
+/* X [R,D]: row r is f[row_tok[r]]. */
+void moe_gather(float* X, const float* f, const int* row_tok, long R, int D);
+/* out[n] += Σ_j (p_j/Σ_top p)·y[row[n,j]] over token n's kept choices, j in order. */
+void moe_combine(const MoeDims* d, const float* probs, const int* top, const long* row, const float* y,
+                 float* out);
+/* The routing's backward: dy [R,D] (written) of each packed row, dl [N,E] (written) the gradient of
+ * the router logits, from dout [N,D], y [R,D] and c_aux [E] (the aux loss's per-probability term). */
+void moe_routing_backward(const MoeDims* d, const float* probs, const int* top, const long* row, const float* y,
+                          const float* dout, const double* c_aux, float* dy, float* dl);
+/* df[n] += Σ_j dX[row[n,j]] over token n's kept choices, j in order. */
+void moe_scatter_add(const MoeDims* d, const long* row, const float* dX, float* df);
 
 #endif

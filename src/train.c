@@ -1,7 +1,9 @@
 /*
- * train.c — the training step (train.h): one process, or P data-parallel ranks. The dense
- * gradients' all-reduce, Σg² and the AdamW step go through the trainer's Backend; the Engram rows
- * (hashing, exchange, lazy Adam) and the MoE statistics stay on the host.
+ * train.c — the training step (train.h): one process, or P data-parallel ranks. The model, the
+ * dense gradients' all-reduce, Σg² and the AdamW step go through the trainer's Backend, and so do
+ * the Engram rows' expansion into e and the sums of de per unique row; hashing, the row exchange,
+ * the tables and their lazy Adam and the MoE statistics' sums stay on the host (the tables are
+ * host memory: the exchange reads and writes them there).
  */
 #include "train.h"
 
@@ -50,8 +52,8 @@ void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const C
     size_t per = (size_t)B * m->T * m->Ein;
     tr->cids = mallocCheck(((size_t)B * m->T + 1) * sizeof(int64_t));
     tr->x_next = mallocCheck(((size_t)B * m->T + 1) * sizeof(int32_t));
-    tr->e = callocCheck(ne * per + 1, sizeof(float));
-    tr->de = callocCheck(ne * per + 1, sizeof(float));
+    tr->e = be->alloc(be, (ne * per + 1) * sizeof(float));   // the model reads them on the backend
+    tr->de = be->alloc(be, (ne * per + 1) * sizeof(float));
     tr->e_ptr = callocCheck(ne + 1, sizeof(float*));
     tr->de_ptr = callocCheck(ne + 1, sizeof(float*));
     for (int i = 0; i < ne; i++) tr->e_ptr[i] = tr->e + i * per, tr->de_ptr[i] = tr->de + i * per;
@@ -72,8 +74,8 @@ void trainer_free(Trainer* tr) {
     rowset_free(&tr->rows_next);
     free(tr->x_next);
     free(tr->cids);
-    free(tr->e);
-    free(tr->de);
+    tr->be->free(tr->be, tr->e);
+    tr->be->free(tr->be, tr->de);
     free(tr->e_ptr);
     free(tr->de_ptr);
     free(tr->uniq);
@@ -107,6 +109,23 @@ static void progress_(Trainer* tr) {
     if (tr->comm && tr->prefetched && tr->model.hash.n_layers) exchange_progress(&tr->ex);
 }
 
+/* The step's unique rows [n_unique, Dh] (host: where the tables and the exchange keep them) to the
+ * layers' e on the backend (backward = 0), or de's sums per unique row back into them (1): only the
+ * unique rows and the lookups' indices cross between host and device (nothing on the CPU). */
+static void rows_move_(Trainer* tr, int backward, float* uniq, const int64_t* pos) {
+    Backend* be = tr->be;
+    const RowSet* rs = &tr->rows;
+    size_t total = (size_t)rs->n_layers * rs->n_pos, bytes = (size_t)rs->n_unique * tr->tables.Dh * sizeof(float);
+    int64_t* inv = backend_device_view(be, rs->inverse, total * sizeof(int64_t), 1);
+    int64_t* dpos = pos ? backend_device_view(be, pos, (size_t)rs->n_unique * sizeof(int64_t), 1) : NULL;
+    float* rows = backend_device_view(be, uniq, bytes, !backward);
+    if (!backward) be->rows_expand(be, tr->e, rows, inv, dpos, total, tr->tables.Dh);
+    else be->rows_reduce(be, rows, tr->de, inv, dpos, total, rs->n_unique, tr->tables.Dh);
+    backend_device_done(be, rows, uniq, bytes, backward);
+    if (dpos) backend_device_done(be, dpos, (void*)pos, 0, 0);
+    backend_device_done(be, inv, rs->inverse, 0, 0);
+}
+
 /* Hash the batch (or take the prefetched hashing) and bring in its rows: from the owners, or from
  * the local tables. */
 static void gather_rows_(Trainer* tr, const int32_t* x) {
@@ -127,10 +146,10 @@ static void gather_rows_(Trainer* tr, const int32_t* x) {
     }
     if (tr->comm) {   // rows stay where they arrived; the expansion reads them through the positions
         exchange_forward(&tr->ex, &tr->tables);
-        rowset_expand(&tr->rows, tr->ex.srows, exchange_positions(&tr->ex), tr->tables.Dh, tr->e);
+        rows_move_(tr, 0, tr->ex.srows, exchange_positions(&tr->ex));
     } else {
         tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
-        rowset_expand(&tr->rows, tr->uniq, NULL, tr->tables.Dh, tr->e);
+        rows_move_(tr, 0, tr->uniq, NULL);
     }
 }
 
@@ -186,11 +205,11 @@ double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y) {
  * and summed gradients this rank updates in *keys, *grads. */
 static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads, int64_t* n) {
     if (tr->comm) {   // gradients per unique row, straight into the send buffer
-        rowset_reduce(&tr->rows, tr->de, exchange_positions(&tr->ex), tr->tables.Dh, tr->ex.srows);
+        rows_move_(tr, 1, tr->ex.srows, exchange_positions(&tr->ex));
         exchange_backward(&tr->ex);
         *keys = tr->ex.own_keys, *grads = tr->ex.own_grads, *n = tr->ex.n_own;
     } else {
-        rowset_reduce(&tr->rows, tr->de, NULL, tr->tables.Dh, tr->uniq);
+        rows_move_(tr, 1, tr->uniq, NULL);
         *keys = tr->rows.keys, *grads = tr->uniq, *n = tr->rows.n_unique;
     }
     return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);
@@ -205,7 +224,7 @@ static double dense_sumsq_(Trainer* tr) {
     for (int i = 0; i < tt->n; i++)
         if (tt->t[i].group != OPT_TABLE && tt->t[i].shard != SHARD_EXPERTS)
             ss += tr->be->sumsq(tr->be, tr->model.grads + tt->t[i].offset, (size_t)tt->t[i].local_numel);
-    return ss + expert_sumsq(&tr->xx, tt, tr->model.grads);
+    return ss + expert_sumsq(tr->be, &tr->xx, tt, tr->model.grads);
 }
 
 /* Test hook for the non-finite path: with ENGRAM_TEST_NONFINITE_FROM=N every step from the N-th
@@ -231,10 +250,10 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     m->head_grad = 0;
     progress_(tr);
     model_backward(m, tr->n_tok_glob, tr->de_ptr);
-    if (nonfinite_injected_(tr)) m->grads[0] = NAN;
+    if (nonfinite_injected_(tr)) tr->be->to_device(tr->be, m->grads, &(float){NAN}, sizeof(float));
     progress_(tr);
     tr->t_allreduce = tr->comm ? grad_sync_dense(tr->be, &m->tt, m->grads, BUCKET_FLOATS) : 0.0;
-    if (tr->ep > 1) tr->t_allreduce += expert_grad_sync(&tr->xx, &m->tt, m->grads);
+    if (tr->ep > 1) tr->t_allreduce += expert_grad_sync(tr->be, &tr->xx, &m->tt, m->grads);
     progress_(tr);
     double ss_dense = dense_sumsq_(tr), ss_rows = 0;
     const int64_t* keys = NULL;

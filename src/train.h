@@ -38,8 +38,8 @@ typedef struct {
     int32_t* x_next;         // [B,T] the prefetched batch (checked against the next step's)
     int prefetched;
     int64_t* cids;           // [B,T] compressed ids of the current batch
-    float* e;                // [n_engram, B,T,Ein] gathered rows
-    float* de;               // [n_engram, B,T,Ein] their gradients
+    float* e;                // [n_engram, B,T,Ein] gathered rows (backend memory)
+    float* de;               // [n_engram, B,T,Ein] their gradients (backend memory)
     float** e_ptr;           // [n_engram] → e per layer
     float** de_ptr;
     float* uniq;             // [max unique, Dh] unique rows, then their gradients

@@ -2,14 +2,17 @@
  * backend_matches_cpu.c — every op of the CUDA backend against the CPU backend (ops.c / optim.c,
  * which the unit and reference tests hold to PyTorch) on the same random inputs, with shapes that
  * divide nothing evenly: GEMMs in fp32 (≤ 1e-5 relative) and bf16 (≤ 2e-2), each kernel and each
- * composed op (linear layers with bias, the fused output head, the Engram layer) (≤ 1e-5; 1e-4
- * for the Engram backward),
+ * composed op (linear layers with bias, the fused output head, the Engram layer, the MoE layer
+ * with capacity drops, the Engram rows' expansion and reduction) (≤ 1e-5; 1e-4 for the Engram and
+ * MoE backward),
  * and the NCCL collectives at whatever P it runs with (1 on a one-GPU machine). Errors are
  * normwise: max |gpu − cpu| / max |cpu|.
  *
  * Without a usable GPU it prints one line saying why (naming the CUDA error) and exits 77: ctest
  * counts it as skipped. Built in every build (ctest label gpu); --cpu-vs-cpu runs the harness with
- * the CPU backend on both sides (tests/mpi/cpu_backend_collectives.sh).
+ * the CPU backend on both sides (tests/mpi/cpu_backend_collectives.sh), --cpu-vs-guarded with the
+ * guarded CPU backend (be->host = 0: the MoE plan and the rows cross as on a GPU) as the second
+ * (tests/mpi/guarded_backend_equals_cpu.sh).
  */
 #include <math.h>
 #include <mpi.h>
@@ -22,6 +25,7 @@
 #include "config.h"
 #include "device.h"
 #include "engram_layer.h"
+#include "moe.h"
 #include "rng.h"
 
 #define SKIP 77
@@ -351,6 +355,80 @@ static void engram_case_(Backend* be[2]) {
     free(wts), free(g0), free(e), free(h), free(dout), free(dh0);
 }
 
+/* The MoE layer's forward and backward through each backend (moe_forward_on / moe_backward_on): its
+ * GEMMs (the shared experts' strided batches), the routing softmax, the plan from the probabilities
+ * fetched to the host, gather, combine, routing backward, scatter-add. Capacity 1.0 drops some
+ * assignments; D = 300 > one block of threads. Both sides take the CPU's statistics for the aux
+ * gradient, and the plan is compared through the statistics (the same top-k on both). */
+static void moe_case_(Backend* be[2]) {
+    const MoeDims d = {.N = 87, .D = 300, .E = 6, .S = 2, .k = 2, .Fe = 40, .capacity_factor = 1.0};
+    const size_t N = (size_t)d.N, D = (size_t)d.D, E = (size_t)d.E, S = (size_t)d.S, Fe = (size_t)d.Fe;
+    const size_t nacts = moe_acts_floats(&d);
+    // flat weights in MoeWeights' order: router, w1, w3, w2, shared_w1, shared_w3, shared_w2
+    const size_t sz[7] = {E * D, E * Fe * D, E * Fe * D, E * D * Fe, S * Fe * D, S * Fe * D, S * D * Fe};
+    size_t nw = 0;
+    for (int i = 0; i < 7; i++) nw += sz[i];
+    float *wts = randn_(nw, 0.1f), *g0 = randn_(nw, 0.1f), *f = randn_(N * D, 1.0f), *dout = randn_(N * D, 1.0f);
+    float* df0 = randn_(N * D, 1.0f);
+    double counts[2][6], psum[2][6];
+    long kept[2];
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dW = upf_(&a, wts, nw), *dG = upf_(&a, g0, nw), *dF = upf_(&a, f, N * D), *dDo = upf_(&a, dout, N * D);
+        float *dDf = upf_(&a, df0, N * D), *dOut = upf_(&a, NULL, N * D), *dActs = upf_(&a, NULL, nacts);
+        float *pw[7], *pg[7];
+        for (size_t i = 0, off = 0; i < 7; off += sz[i], i++) pw[i] = dW + off, pg[i] = dG + off;
+        MoeWeights w = {pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6]};
+        MoeWeights g = {pg[0], pg[1], pg[2], pg[3], pg[4], pg[5], pg[6]};
+        MoeStats st = {counts[k], psum[k], 0, 0};
+        moe_forward_on(be[k], &d, &w, dF, dOut, dActs, &st, NULL);
+        kept[k] = st.kept;
+        moe_backward_on(be[k], &d, &w, dF, dActs, dDo, 0.1, counts[0], (double)d.N, dDf, &g, NULL);
+        fetch_(&o, k, &a, "moe forward out", dOut, N * D, TOL32);
+        fetch_(&o, k, &a, "moe forward acts", dActs, nacts, TOL32);
+        fetch_(&o, k, &a, "moe backward df (+=)", dDf, N * D, 1e-4);
+        fetch_(&o, k, &a, "moe backward weights (+=)", dG, nw, 1e-4);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    int same = !memcmp(counts[0], counts[1], sizeof counts[0]) && kept[0] == kept[1] && kept[0] < d.N * d.k;
+    printf("%-34s %s\n", "moe plan (counts, kept, drops)", same ? "equal ok" : "differ FAIL");
+    failures_ += !same;
+    float p0[6], p1[6];
+    for (int i = 0; i < 6; i++) p0[i] = (float)psum[0][i], p1[i] = (float)psum[1][i];
+    check_("moe psum", p0, p1, E, TOL32);
+    free(wts), free(g0), free(f), free(dout), free(df0);
+}
+
+/* The Engram rows of one step: 40 unique rows at shuffled positions expanded to 211 lookups, and the
+ * lookups' gradients summed back per unique row (ids repeat: the sums are the point). */
+static void rows_case_(Backend* be[2]) {
+    const int Dh = 24, nu = 40;
+    const size_t total = 211;
+    int64_t inv[211], pos[40];
+    for (size_t i = 0; i < total; i++) inv[i] = (int64_t)((i * 13 + i / 7) % nu);
+    for (int u = 0; u < nu; u++) pos[u] = (u * 17 + 5) % nu;   // a permutation: 17 is prime to 40
+    float *rows = randn_((size_t)nu * Dh, 1.0f), *de = randn_(total * Dh, 1.0f);
+    Outs o = {0};
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dRows = upf_(&a, rows, (size_t)nu * Dh), *dDe = upf_(&a, de, total * Dh);
+        float *dOut = upf_(&a, NULL, total * Dh), *dG = upf_(&a, NULL, (size_t)nu * Dh);
+        float* dG2 = upf_(&a, NULL, (size_t)nu * Dh);
+        int64_t *dInv = up_(&a, inv, sizeof inv), *dPos = up_(&a, pos, sizeof pos);
+        be[k]->rows_expand(be[k], dOut, dRows, dInv, dPos, total, Dh);
+        be[k]->rows_reduce(be[k], dG, dDe, dInv, dPos, total, nu, Dh);
+        be[k]->rows_reduce(be[k], dG2, dDe, dInv, NULL, total, nu, Dh);
+        fetch_(&o, k, &a, "rows_expand", dOut, total * Dh, 0.0);   // a copy: exact
+        fetch_(&o, k, &a, "rows_reduce (positions)", dG, (size_t)nu * Dh, TOL32);
+        fetch_(&o, k, &a, "rows_reduce (no positions)", dG2, (size_t)nu * Dh, TOL32);
+        arena_free_(&a);
+    }
+    compare_(&o);
+    free(rows), free(de);
+}
+
 /* Three AdamW steps with decay and a clip scale, then Σg², then the lazy Adam of table rows. */
 static void optim_case_(Backend* be[2]) {
     const size_t n = 100003;
@@ -438,7 +516,8 @@ static void collectives_case_(Backend* gpu) {
  * their formula — tests/mpi/cpu_backend_collectives.sh runs it so at P = 1..4 for the MPI ones. */
 int main(int argc, char** argv) {
     char err[512];
-    const int self = argc > 1 && !strcmp(argv[1], "--cpu-vs-cpu");
+    const int guarded = argc > 1 && !strcmp(argv[1], "--cpu-vs-guarded");
+    const int self = guarded || (argc > 1 && !strcmp(argv[1], "--cpu-vs-cpu"));
     if (!self && device_probe(DEVICE_CUDA, err, sizeof err) != 0) {
         printf("gpu.backend_matches_cpu skipped: %s\n", err);
         return SKIP;
@@ -451,6 +530,7 @@ int main(int argc, char** argv) {
         MPI_Finalize();
         return SKIP;
     }
+    if (guarded) backend_guard_wrap(&gpu);
     gpu16 = gpu;
     gpu16.precision = BACKEND_BF16;   // same handles, bf16 GEMMs
     seed_ += (uint64_t)gpu.rank;
@@ -466,6 +546,8 @@ int main(int argc, char** argv) {
     head_case_(be);
     embedding_case_(be);
     engram_case_(be);
+    moe_case_(be);
+    rows_case_(be);
     optim_case_(be);
     collectives_case_(&gpu);
     printf("rank %d of %d: %s\n", gpu.rank, gpu.size, failures_ ? "FAILED" : "all ops match the CPU backend");

@@ -69,9 +69,11 @@ static void dump_state_(const Trainer* tr, const Comm* w, const char* path) {
     size_t nd = 0;
     for (int i = 0; i < tt->n; i++) nd += tt->t[i].group == OPT_TABLE ? 0 : (size_t)tt->t[i].numel;
     float* logical = f ? mallocCheck((nd + 1) * 4) : NULL;
-    const float* dense[3] = {tr->model.params, tr->model.m, tr->model.v};
-    for (int k = 0; k < 3; k++) {
-        expert_gather_dense(tr->ep > 1 ? &tr->xx : NULL, tt, dense[k], logical);
+    float* dense[3] = {tr->model.params, tr->model.m, tr->model.v};
+    for (int k = 0; k < 3; k++) {   // backend memory: read through a host view (the buffer itself on the CPU)
+        float* h = backend_host_view(tr->be, dense[k], tt->dense_numel * sizeof(float), 1);
+        expert_gather_dense(tr->ep > 1 ? &tr->xx : NULL, tt, h, logical);
+        backend_host_done(tr->be, h, dense[k], 0, 0);
         if (f) fwrite(logical, 4, nd, f);
     }
     free(logical);

@@ -2,7 +2,9 @@
  * test_backend_cpu.c — the CPU backend's own code (src/backend_cpu.c), against values worked out
  * here: the strided-batched GEMM against a triple loop in double, the embedding against copies and
  * sums of rows, and one Adam(W) step and one lazy row step against their closed form at t = 1
- * (m̂ = g, v̂ = g², so the step is lr·g/(|g| + eps)). The other ops are ops.c itself, tested in
+ * (m̂ = g, v̂ = g², so the step is lr·g/(|g| + eps)); the guarded backend (backend_guard.c) moves
+ * and computes through to_device / ops / to_host, and a direct read of its memory by host code
+ * kills the process with SIGSEGV (in a child). The other ops are ops.c itself, tested in
  * test_ops.c; the CUDA backend is held to this one by tests/gpu/backend_matches_cpu.c.
  */
 #include <setjmp.h>
@@ -12,7 +14,10 @@
 #include <cmocka.h>
 #include <math.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "rng.h"
@@ -127,12 +132,46 @@ static void rows_adam_updates_only_the_listed_rows(void** state) {
     be.close(&be);
 }
 
+/* Through the guarded backend: values go in and out and ops compute on them; read directly, the
+ * same memory faults. */
+static void guarded_backend_faults_on_direct_access(void** state) {
+    (void)state;
+    Backend be;
+    backend_cpu_init(&be);
+    backend_guard_wrap(&be);
+    assert_int_equal(be.host, 0);
+    float in[3] = {1.0f, -2.0f, 4.0f}, out[3] = {0};
+    float* d = be.alloc(&be, sizeof in);
+    be.to_device(&be, d, in, sizeof in);
+    be.scale(&be, d, d, 0.5f, 3);
+    be.to_host(&be, out, d, sizeof out);
+    assert_true(out[0] == 0.5f && out[1] == -1.0f && out[2] == 2.0f);
+    for (int write = 0; write < 2; write++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {   // the child touches device memory as host code would by mistake
+            signal(SIGSEGV, SIG_DFL);   // cmocka's handler would catch it and go on testing in the child
+            volatile float* v = d;
+            if (write) v[1] = 3.0f;
+            else out[0] = v[1];
+            _exit(0);
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), SIGSEGV);
+    }
+    be.free(&be, d);
+    be.close(&be);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gemm_batched_matches_triple_loop),
         cmocka_unit_test(embedding_copies_rows_and_sums_gradients),
         cmocka_unit_test(adam_first_step_matches_closed_form),
         cmocka_unit_test(rows_adam_updates_only_the_listed_rows),
+        cmocka_unit_test(guarded_backend_faults_on_direct_access),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
