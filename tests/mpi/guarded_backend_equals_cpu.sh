@@ -5,8 +5,10 @@
 # SIGSEGV) and on the plain CPU backend give the same losses, the same parameters, Adam moments and
 # tables, and the same checkpoint, bit for bit (tests/mpi/ckpt_train.c, the MoE + Engram config of
 # the expert-parallel test, real mpirun):
-#   P=1; P=2 (data-parallel: the dense all-reduce, the Engram exchange); P=2 with EP=2 (the expert
-#   exchange through host copies); P=4 with EP=2 (expert gradients summed over replicas);
+#   P=1; P=2 and P=3 (data-parallel: the dense all-reduce, the Engram exchange over tables whose rows
+#   divide by neither: the owners' gather and sums, the rows moved with be->alltoallv, the tables'
+#   lazy Adam, all on backend memory); P=2 with EP=2 (the expert exchange); P=4 with EP=2 (expert
+#   gradients summed over replicas);
 #   each: 4 steps, save, then 3 steps from that checkpoint loaded (on the guarded side, its own).
 # Then every op of tests/gpu/backend_matches_cpu.c, guarded against plain, at P = 1 and 2. That
 # the guard does fault on a direct read is unit.test_backend_cpu's.
@@ -22,7 +24,7 @@ export OMP_NUM_THREADS=1
 run() { local guard=$1 P=$2; shift 2
         ENGRAM_GUARD_BACKEND=$guard "$mpirun" -x ENGRAM_GUARD_BACKEND -x OMP_NUM_THREADS -np "$P" "$bin" run "$cfg" "$@" ||
           { echo "FAIL: guard=$guard P=$P $*"; exit 1; }; }
-for case in "1 1" "2 1" "2 2" "4 2"; do
+for case in "1 1" "2 1" "3 1" "2 2" "4 2"; do
   read -r P EP <<< "$case"
   echo "== P=$P EP=$EP"
   for g in 0 1; do
