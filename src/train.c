@@ -39,7 +39,7 @@ void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const C
         engram_die("run under mpirun with a multiple of parallel.expert_parallel ranks, or set parallel.expert_parallel=1",
                    "parallel.expert_parallel = %d needs MPI ranks", tr->ep);
     if (tr->ep > 1) {
-        expert_exchange_init(&tr->xx, comm, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
+        expert_exchange_init(&tr->xx, comm, be, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
         model_init_on(&tr->model, c, B, tr->ep, tr->xx.pos, be);
         tr->model.route = &tr->xx.route;
     } else {
