@@ -4,7 +4,7 @@
  * Each step, every rank:
  *   plan:     groups its unique (layer,row) keys by owner → per-owner counts (MPI_Alltoall) →
  *             keys (MPI_Alltoallv); owners dedup what they were asked for
- *   forward:  owners copy the rows → rows back (MPI_Alltoallv) → the asker's unique-row buffer
+ *   forward:  owners copy the rows → rows back (be->alltoallv) → the asker's unique-row buffer
  *   backward: unique-row gradients along the same split tables in reverse; each owner sums the
  *             contributions for a row in rank order, ready for the sparse optimizer
  * One exchange per step covers every Engram layer. A rank's requests to itself skip MPI: its keys,
