@@ -380,12 +380,37 @@ static void cuda_adam_(Backend* be, float* p, const float* g, float* m, float* v
     launchCheck();
 }
 
-static void cuda_rows_adam_(Backend* be, float* table, float* m, float* v, int64_t* updates, int64_t local,
-                            const int64_t* rows, int64_t n, const float* grads, int Dh, const AdamStep* s) {
-    (void)local;   // rows were checked by the caller (they live on the device)
+/* ---- the Engram tables ------------------------------------------------------------------------------ */
+
+/* The tables' buffers and row ranges by value, for the kernels. */
+static KernelTables ktables_(const EngramTables* t) {
+    if (t->n_layers > KERNELS_MAX_TABLES)
+        engram_die("use fewer Engram layers", "the CUDA backend takes at most %d Engram tables, not %d",
+                   KERNELS_MAX_TABLES, t->n_layers);
+    KernelTables k;
+    memset(&k, 0, sizeof k);
+    k.n_layers = t->n_layers, k.Dh = t->Dh;
+    for (int l = 0; l < t->n_layers; l++) {
+        k.table[l] = t->table[l], k.m[l] = t->m[l], k.v[l] = t->v[l], k.updates[l] = t->updates[l];
+        k.first[l] = t->first[l], k.local[l] = t->local[l];
+    }
+    return k;
+}
+
+static void cuda_tables_gather_(Backend* be, const EngramTables* t, const int64_t* keys, int64_t n, float* out) {
+    kernels_tables_gather(ktables_(t), keys, n, out, impl_(be)->stream);   // keys checked by the caller
+    launchCheck();
+}
+static void cuda_rows_sum_owned_(Backend* be, float* own, const float* recv, const float* self, int64_t self_lo,
+                                 int64_t self_hi, const int64_t* own_inv, int64_t n_recv, int Dh) {
+    kernels_rows_sum_owned(own, recv, self, self_lo, self_hi, own_inv, n_recv, Dh, impl_(be)->stream);
+    launchCheck();
+}
+static void cuda_rows_adam_(Backend* be, const EngramTables* t, const int64_t* keys, int64_t n, const float* grads,
+                            const AdamStep* s) {
     const double bc1 = 1.0 - pow(s->beta1, (double)s->t), bc2 = 1.0 - pow(s->beta2, (double)s->t);
-    kernels_rows_adam(table, m, v, updates, rows, n, grads, Dh, s->lr, s->beta1, s->beta2, s->eps, bc1, bc2,
-                      s->grad_scale, impl_(be)->stream);
+    kernels_tables_adam(ktables_(t), keys, n, grads, s->lr, s->beta1, s->beta2, s->eps, bc1, bc2, s->grad_scale,
+                        impl_(be)->stream);
     launchCheck();
 }
 
@@ -509,6 +534,8 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->rows_reduce = cuda_rows_reduce_;
     be->sumsq = cuda_sumsq_;
     be->adam = cuda_adam_;
+    be->tables_gather = cuda_tables_gather_;
+    be->rows_sum_owned = cuda_rows_sum_owned_;
     be->rows_adam = cuda_rows_adam_;
     be->allreduce_sum = cuda_allreduce_sum_;
     be->alltoallv = cuda_alltoallv_;

@@ -3,7 +3,7 @@
  * hyper-connection branch mean / sum / add, bias add and gradient, RMSNorm, RoPE, the causal
  * softmax of attention, SwiGLU, cross-entropy, the embedding, the MoE layer's routing softmax,
  * gather, combine, routing backward and scatter-add, the expansion and reduction of Engram rows,
- * Σg², Adam(W) and the lazy Adam of Engram rows.
+ * Σg², Adam(W), and the Engram tables' gather, owner sums and lazy Adam.
  * Each mirrors its CPU twin in ops.c / optim.c line by line, so the tests can hold them to ~1e-5.
  *
  * Deliberately plain: one block of 256 threads per row for the row-wise ops (block reductions in
@@ -649,19 +649,57 @@ extern "C" void kernels_adam(float* p, const float* g, float* m, float* v, size_
     if (n) adam_<<<grid_(n), THREADS, 0, st>>>(p, g, m, v, n, k);
 }
 
-// rows are distinct, so no two threads touch one element; the first column's thread counts the row
-__global__ void rows_adam_(float* table, float* m, float* v, int64_t* updates, const int64_t* rows, size_t n,
-                           const float* grads, int Dh, AdamK k) {
+/* ---- the Engram tables ------------------------------------------------------------------------------ */
+
+#define KEY_LAYER_(k) ((int)((k) >> 48))
+#define KEY_ROW_(k) ((k) & ((INT64_C(1) << 48) - 1))
+
+__global__ void tables_gather_(KernelTables t, const int64_t* keys, size_t total, float* out) {
     size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [n, Dh]
-    if (i >= n) return;
-    const size_t o = (size_t)rows[i / Dh] * Dh + i % Dh;
-    adam_one_(table + o, grads + i, m + o, v + o, k);
-    if (i % Dh == 0) updates[rows[i / Dh]]++;
+    if (i >= total) return;
+    const int64_t k = keys[i / t.Dh];
+    const int l = KEY_LAYER_(k);
+    out[i] = t.table[l][(size_t)(KEY_ROW_(k) - t.first[l]) * t.Dh + i % t.Dh];
 }
-extern "C" void kernels_rows_adam(float* table, float* m, float* v, int64_t* updates, const int64_t* rows, int64_t n,
-                                  const float* grads, int Dh, double lr, double b1, double b2, double eps,
-                                  double bc1, double bc2, double scale, cudaStream_t st) {
+extern "C" void kernels_tables_gather(KernelTables t, const int64_t* keys, int64_t n, float* out, cudaStream_t st) {
+    const size_t total = (size_t)n * t.Dh;
+    if (total) tables_gather_<<<grid_(total), THREADS, 0, st>>>(t, keys, total, out);
+}
+
+__global__ void rows_sum_owned_(float* own, const float* recv, const float* self, int64_t lo, int64_t hi,
+                                const int64_t* inv, int64_t n, int Dh) {
+    const int j = blockIdx.x * THREADS + threadIdx.x;
+    if (j >= Dh) return;
+    int64_t fresh = 0;
+    for (int64_t i = 0; i < n; i++) {   // in order: the CPU's sums
+        const float c = i >= lo && i < hi ? self[(size_t)(i - lo) * Dh + j] : recv[(size_t)i * Dh + j];
+        float* g = own + (size_t)inv[i] * Dh + j;
+        if (inv[i] == fresh) *g = c, fresh++;
+        else *g += c;
+    }
+}
+extern "C" void kernels_rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo,
+                                       int64_t self_hi, const int64_t* own_inv, int64_t n_recv, int Dh,
+                                       cudaStream_t st) {
+    if (n_recv && Dh)
+        rows_sum_owned_<<<grid_((size_t)Dh), THREADS, 0, st>>>(own, recv, self, self_lo, self_hi, own_inv, n_recv, Dh);
+}
+
+// rows are distinct, so no two threads touch one element; the first column's thread counts the row
+__global__ void tables_adam_(KernelTables t, const int64_t* keys, size_t total, const float* grads, AdamK k) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [n, Dh]
+    if (i >= total) return;
+    const int64_t key = keys[i / t.Dh];
+    const int l = KEY_LAYER_(key);
+    const int64_t r = KEY_ROW_(key) - t.first[l];
+    const size_t o = (size_t)r * t.Dh + i % t.Dh;
+    adam_one_(t.table[l] + o, grads + i, t.m[l] + o, t.v[l] + o, k);
+    if (i % t.Dh == 0) t.updates[l][r]++;
+}
+extern "C" void kernels_tables_adam(KernelTables t, const int64_t* keys, int64_t n, const float* grads, double lr,
+                                    double b1, double b2, double eps, double bc1, double bc2, double scale,
+                                    cudaStream_t st) {
     AdamK k = {lr, 1.0, b1, b2, eps, bc1, bc2, scale};
-    const size_t total = (size_t)n * Dh;
-    if (total) rows_adam_<<<grid_(total), THREADS, 0, st>>>(table, m, v, updates, rows, total, grads, Dh, k);
+    const size_t total = (size_t)n * t.Dh;
+    if (total) tables_adam_<<<grid_(total), THREADS, 0, st>>>(t, keys, total, grads, k);
 }

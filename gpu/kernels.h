@@ -95,9 +95,29 @@ void kernels_sumsq(double* partial, const float* g, size_t n, cudaStream_t st);
 /* One Adam(W) step; bc1 = 1 − β1^t, bc2 = 1 − β2^t computed by the caller. */
 void kernels_adam(float* p, const float* g, float* m, float* v, size_t n, double lr, double wd, double b1,
                   double b2, double eps, double bc1, double bc2, double scale, cudaStream_t st);
-void kernels_rows_adam(float* table, float* m, float* v, int64_t* updates, const int64_t* rows, int64_t n,
-                       const float* grads, int Dh, double lr, double b1, double b2, double eps, double bc1,
-                       double bc2, double scale, cudaStream_t st);
+
+/* The Engram tables as the kernels see them (engram_rows.h EngramTables, passed by value): per
+ * layer its device buffers and the global rows [first, first+local) it holds. */
+#define KERNELS_MAX_TABLES 16
+typedef struct {
+    int n_layers, Dh;
+    float* table[KERNELS_MAX_TABLES];
+    float* m[KERNELS_MAX_TABLES];
+    float* v[KERNELS_MAX_TABLES];
+    int64_t* updates[KERNELS_MAX_TABLES];
+    int64_t first[KERNELS_MAX_TABLES], local[KERNELS_MAX_TABLES];
+} KernelTables;
+
+/* out [n,Dh] = the rows of ROWKEYs keys [n] (held here), one thread per element. */
+void kernels_tables_gather(KernelTables t, const int64_t* keys, int64_t n, float* out, cudaStream_t st);
+/* engram_rows.h rows_sum_owned: one thread per column over the contributions in order (first
+ * copied, later ones added: the CPU's sums). */
+void kernels_rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo, int64_t self_hi,
+                            const int64_t* own_inv, int64_t n_recv, int Dh, cudaStream_t st);
+/* The lazy Adam (no decay) of the n distinct ROWKEYs keys with grads [n,Dh], one thread per element;
+ * each row's count grows by one. */
+void kernels_tables_adam(KernelTables t, const int64_t* keys, int64_t n, const float* grads, double lr, double b1,
+                         double b2, double eps, double bc1, double bc2, double scale, cudaStream_t st);
 
 #ifdef __cplusplus
 }

@@ -123,8 +123,9 @@ static inline void ckpt_loud(CkQuiet q) { H5Eset_auto2(H5E_DEFAULT, q.fn, q.data
  * whose range goes to *first, *local. Save reads from it; load writes into it. */
 const void* ckpt_set_data(const Trainer* tr, const CkSet* s, int64_t* first, int64_t* local);
 
-/* tr with its dense params, m and v in host memory (checkpoint_host.c): tr itself on a host
- * backend, else a copy of it pointing at host copies, filled from the device when fetch (save).
+/* tr with its dense params, m and v and its Engram tables (values, moments, update counts) in host
+ * memory (checkpoint_host.c): tr itself on a host backend, else a copy of it pointing at host
+ * copies, filled from the device when fetch (save).
  * ckpt_host_done frees it, first storing the copies to the device when store (a load that
  * succeeded) and taking over the view's step counts. */
 Trainer* ckpt_host_view(const Trainer* tr, int fetch);

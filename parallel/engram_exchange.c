@@ -4,7 +4,9 @@
  * (MPI_Ialltoall), then the keys (MPI_Ialltoallv), then the owners' dedup. The blocking path runs
  * them back to back with blocking collectives (faster than nonblocking ones waited for at once); the
  * prefetch path posts them for the next step and advances them whenever the training step calls
- * exchange_progress. Per-step arrays keep their capacity from step to step.
+ * exchange_progress. Per-step arrays keep their capacity from step to step. The plan is host work
+ * and MPI; the rows, their gradients and the tables are the backend's (rows moved with
+ * be->alltoallv, gathered and summed by backend ops).
  */
 #include "engram_exchange.h"
 
@@ -46,16 +48,44 @@ static void plan_reserve_recv_(ExchangePlan* p, int64_t n) {
     p->own_inv = reallocCheck(p->own_inv, (size_t)p->cap_recv * sizeof(int64_t));
 }
 
-void exchange_init(Exchange* ex, const Comm* comm, int Dh) {
+/* Room for n rows of Dh floats in the backend buffer *buf (cap rows now): grown with slack, never
+ * shrunk, its contents not kept (every step fills it anew). */
+static void rows_reserve_(Exchange* ex, float** buf, size_t* cap, size_t n) {
+    if (n <= *cap && *buf) return;
+    *cap = n + n / 4;
+    if (*buf) ex->be->free(ex->be, *buf);
+    *buf = ex->be->alloc(ex->be, (*cap + 1) * (size_t)ex->Dh * sizeof(float));
+}
+
+/* This step's plan arrays on the device (the arrays themselves on a host backend), and their end. */
+static const int64_t* view_(Exchange* ex, const int64_t* h, int64_t n) {
+    return backend_device_view(ex->be, h, (size_t)n * sizeof(int64_t), 1);
+}
+static void views_drop_(Exchange* ex) {
+    const ExchangePlan* p = &ex->plan[ex->cur];
+    const int64_t* h[4] = {p->spos, p->rkeys, p->own_inv, p->own_keys};
+    const int64_t** d[4] = {&ex->spos, &ex->rkeys, &ex->own_inv, &ex->own_keys};
+    for (int i = 0; i < 4; i++) {
+        if (*d[i]) backend_device_done(ex->be, (void*)*d[i], (void*)h[i], 0, 0);
+        *d[i] = NULL;
+    }
+}
+
+void exchange_init(Exchange* ex, const Comm* comm, Backend* be, int Dh) {
     memset(ex, 0, sizeof *ex);
     ex->comm = comm;
+    ex->be = be;
     ex->Dh = Dh;
+    const int P = comm->size;
+    ex->sbytes = callocCheck(P, sizeof(size_t)), ex->sboff = callocCheck(P, sizeof(size_t));
+    ex->rbytes = callocCheck(P, sizeof(size_t)), ex->rboff = callocCheck(P, sizeof(size_t));
     mpiCheck(MPI_Type_contiguous(Dh, MPI_FLOAT, &ex->row_t));
     mpiCheck(MPI_Type_commit(&ex->row_t));
     for (int i = 0; i < 2; i++) plan_alloc_(&ex->plan[i], comm->size);
 }
 
 void exchange_free(Exchange* ex) {
+    views_drop_(ex);
     for (int i = 0; i < 2; i++) {
         ExchangePlan* p = &ex->plan[i];
         if (p->req != MPI_REQUEST_NULL) MPI_Wait(&p->req, MPI_STATUS_IGNORE);
@@ -64,7 +94,9 @@ void exchange_free(Exchange* ex) {
     for (int l = 0; l < ex->n_stamped; l++) free(ex->stamp[l]), free(ex->slot[l]);
     free(ex->stamp), free(ex->slot);
     MPI_Type_free(&ex->row_t);
-    free(ex->srows), free(ex->rrows), free(ex->own_grads);
+    Backend* be = ex->be;
+    if (ex->srows) be->free(be, ex->srows), be->free(be, ex->rrows), be->free(be, ex->own_grads);
+    free(ex->sbytes), free(ex->sboff), free(ex->rbytes), free(ex->rboff);
     memset(ex, 0, sizeof *ex);
 }
 
@@ -187,16 +219,24 @@ static void plan_advance_(Exchange* ex, ExchangePlan* p, int wait) {
     }
 }
 
-/* Make plan[cur] this step's: buffers sized for it, figures of what will cross the wire. */
+/* Make plan[cur] this step's: buffers sized for it, its keys and indices on the device, the byte
+ * counts of its rows, figures of what will cross the wire. */
 static void plan_activate_(Exchange* ex) {
     const ExchangePlan* p = &ex->plan[ex->cur];
     const int me = ex->comm->rank, P = ex->comm->size;
-    size_t Dh = (size_t)ex->Dh;
-    ex->srows = reallocCheck(ex->srows, ((size_t)p->n_unique + 1) * Dh * sizeof(float));
-    ex->rrows = reallocCheck(ex->rrows, ((size_t)p->n_recv + 1) * Dh * sizeof(float));
-    ex->own_grads = reallocCheck(ex->own_grads, ((size_t)p->n_own + 1) * Dh * sizeof(float));
+    size_t row_bytes = (size_t)ex->Dh * sizeof(float);
+    rows_reserve_(ex, &ex->srows, &ex->cap_srows, (size_t)p->n_unique);
+    rows_reserve_(ex, &ex->rrows, &ex->cap_rrows, (size_t)p->n_recv);
+    rows_reserve_(ex, &ex->own_grads, &ex->cap_own, (size_t)p->n_own);
+    ex->spos = view_(ex, p->spos, p->n_unique);
+    ex->rkeys = view_(ex, p->rkeys, p->n_recv);
+    ex->own_inv = view_(ex, p->own_inv, p->n_recv);
+    ex->own_keys = view_(ex, p->own_keys, p->n_own);
     ex->n_own = p->n_own;
-    ex->own_keys = p->own_keys;
+    for (int r = 0; r < P; r++) {
+        ex->sbytes[r] = (size_t)p->swire[r] * row_bytes, ex->sboff[r] = (size_t)p->sdispl[r] * row_bytes;
+        ex->rbytes[r] = (size_t)p->rwire[r] * row_bytes, ex->rboff[r] = (size_t)p->rdispl[r] * row_bytes;
+    }
     // a rank's requests to itself are local copies, not wire traffic
     ExchangeStats* st = &ex->st;
     st->lookups = p->lookups;
@@ -209,6 +249,7 @@ static void plan_activate_(Exchange* ex) {
 
 void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t) {
     double t0 = engram_now();
+    views_drop_(ex);
     ExchangePlan* p = &ex->plan[ex->cur];
     plan_group_(ex, p, rs, t);   // blocking collectives here: nothing to overlap with
     mpiCheck(MPI_Alltoall(p->scount, 1, MPI_INT, p->rcount, 1, MPI_INT, ex->comm->comm));
@@ -241,25 +282,24 @@ void exchange_use_next(Exchange* ex) {
     ExchangePlan* p = &ex->plan[1 - ex->cur];
     if (p->stage == 0) engram_die("this is a bug: no prefetched plan", "exchange_use_next without exchange_plan_next");
     plan_advance_(ex, p, 1);
+    views_drop_(ex);
     ex->cur = 1 - ex->cur;
     plan_activate_(ex);
     ex->st.seconds = engram_now() - t0;
 }
 
-const int64_t* exchange_positions(const Exchange* ex) { return ex->plan[ex->cur].spos; }
-
 void exchange_forward(Exchange* ex, const EngramTables* t) {
     double t0 = engram_now();
     const ExchangePlan* p = &ex->plan[ex->cur];
+    Backend* be = ex->be;
     const int me = ex->comm->rank;
     const size_t Dh = (size_t)ex->Dh;
-    // owners copy the rows asked of them: other ranks' into rrows for MPI, their own straight into srows
-    tables_gather_local(t, p->rkeys, p->rdispl[me], ex->rrows);
-    tables_gather_local(t, p->rkeys + p->rdispl[me], p->rcount[me], ex->srows + (size_t)p->sdispl[me] * Dh);
+    // owners copy the rows asked of them: other ranks' into rrows to be sent, their own straight into srows
+    be->tables_gather(be, t, ex->rkeys, p->rdispl[me], ex->rrows);
+    be->tables_gather(be, t, ex->rkeys + p->rdispl[me], p->rcount[me], ex->srows + (size_t)p->sdispl[me] * Dh);
     int64_t after = (int64_t)p->rdispl[me] + p->rcount[me];
-    tables_gather_local(t, p->rkeys + after, p->n_recv - after, ex->rrows + (size_t)after * Dh);
-    mpiCheck(MPI_Alltoallv(ex->rrows, p->rwire, p->rdispl, ex->row_t, ex->srows, p->swire, p->sdispl, ex->row_t,
-                           ex->comm->comm));
+    be->tables_gather(be, t, ex->rkeys + after, p->n_recv - after, ex->rrows + (size_t)after * Dh);
+    be->alltoallv(be, ex->rrows, ex->rbytes, ex->rboff, ex->srows, ex->sbytes, ex->sboff);
     int64_t row_bytes = (int64_t)(Dh * sizeof(float));
     ex->st.bytes_sent += ex->st.served * row_bytes;
     ex->st.bytes_recv += ex->st.remote * row_bytes;
@@ -269,30 +309,16 @@ void exchange_forward(Exchange* ex, const EngramTables* t) {
 void exchange_backward(Exchange* ex) {
     double t0 = engram_now();
     const ExchangePlan* p = &ex->plan[ex->cur];
+    Backend* be = ex->be;
     const int me = ex->comm->rank;
     const size_t Dh = (size_t)ex->Dh;
     // the forward's split tables in reverse: what this rank received then, it sends back now
-    mpiCheck(MPI_Alltoallv(ex->srows, p->swire, p->sdispl, ex->row_t, ex->rrows, p->rwire, p->rdispl, ex->row_t,
-                           ex->comm->comm));
+    be->alltoallv(be, ex->srows, ex->sbytes, ex->sboff, ex->rrows, ex->rbytes, ex->rboff);
     // contributions are grouped by asking rank, ascending, so summing in that order sums in rank
-    // order; this rank's own sit in srows (they never went through MPI). A row's first contribution
-    // is copied, not added to zero: own_keys are numbered in order of first request, so row `fresh`
-    // is new exactly when own_inv[i] reaches it
+    // order; this rank's own sit in srows (they never crossed the wire)
     const int64_t self_lo = p->rdispl[me], self_hi = self_lo + p->rcount[me];
-    int64_t fresh = 0;
-    for (int64_t i = 0; i < p->n_recv; i++) {
-        if (i + ENGRAM_PREFETCH_AHEAD < p->n_recv)   // rows of own_grads are scattered (megabytes of them)
-            engram_prefetch(ex->own_grads + (size_t)p->own_inv[i + ENGRAM_PREFETCH_AHEAD] * Dh, Dh * sizeof(float));
-        float* g = ex->own_grads + (size_t)p->own_inv[i] * Dh;
-        const float* c = i >= self_lo && i < self_hi ? ex->srows + (size_t)(p->sdispl[me] + (i - self_lo)) * Dh
-                                                     : ex->rrows + (size_t)i * Dh;
-        if (p->own_inv[i] == fresh) {
-            memcpy(g, c, Dh * sizeof(float));
-            fresh++;
-        } else {
-            for (size_t j = 0; j < Dh; j++) g[j] += c[j];
-        }
-    }
+    be->rows_sum_owned(be, ex->own_grads, ex->rrows, ex->srows + (size_t)p->sdispl[me] * Dh, self_lo, self_hi,
+                       ex->own_inv, p->n_recv, ex->Dh);
     int64_t row_bytes = (int64_t)(Dh * sizeof(float));
     ex->st.bytes_sent += ex->st.remote * row_bytes;
     ex->st.bytes_recv += ex->st.served * row_bytes;

@@ -4,12 +4,18 @@
  * Each step, every rank:
  *   plan:     groups its unique (layer,row) keys by owner → per-owner counts (MPI_Alltoall) →
  *             keys (MPI_Alltoallv); owners dedup what they were asked for
- *   forward:  owners copy the rows → rows back (MPI_Alltoallv) → the asker's unique-row buffer
+ *   forward:  owners copy the rows → rows back (be->alltoallv) → the asker's unique-row buffer
  *   backward: unique-row gradients along the same split tables in reverse; each owner sums the
  *             contributions for a row in rank order, ready for the sparse optimizer
  * One exchange per step covers every Engram layer. A rank's requests to itself skip MPI: its keys,
  * rows and gradients are copied (or summed) straight between its own buffers, at their place in
  * rank order, and are not counted as wire bytes.
+ *
+ * The plan (grouping, counts, keys, the owners' dedup) is host work and MPI (control); the rows,
+ * their gradients and the tables are the backend's memory: the owners' gather (be->tables_gather),
+ * the moves of rows and gradients (be->alltoallv: MPI_Alltoallv on the CPU, NCCL on a GPU) and the
+ * owners' sums (be->rows_sum_owned) are backend ops, and the plan's keys and indices go to the
+ * device once per step (on the CPU they are the plan's own arrays: nothing is copied).
  *
  * Not here: hashing and dedup of the local batch (src/engram_rows.c), the optimizer (src/optim.c).
  */
@@ -18,6 +24,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "comm.h"
 #include "engram_rows.h"
 
@@ -54,6 +61,7 @@ typedef struct {
 
 typedef struct {
     const Comm* comm;
+    Backend* be;            // the rows' and the tables' memory; its world is comm's ranks
     int Dh;
     MPI_Datatype row_t;     // Dh floats
     ExchangePlan plan[2];   // this step's and the next step's
@@ -63,16 +71,25 @@ typedef struct {
     int64_t** stamp;        // [n_layers] → [local rows] plan number that last saw the row
     int64_t** slot;         // [n_layers] → [local rows] its index in own_keys for that plan
     int64_t plans;          // plans made so far (the stamp of the newest)
+    // be's memory, sized for this step's plan (kept from step to step)
     float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order:
-                            // the model reads and writes them in place through plan.spos
+                            // the model reads and writes them in place through spos
     float* rrows;           // [n_recv, Dh] rows served / gradient contributions received
     float* own_grads;       // [n_own, Dh] summed in rank order
+    size_t cap_srows, cap_rrows, cap_own;   // their room in rows
+    // this step's plan on the device (plan[cur]'s arrays themselves on a host backend)
+    const int64_t* spos;    // [n_unique] = plan[cur].spos
+    const int64_t* rkeys;   // [n_recv] = plan[cur].rkeys
+    const int64_t* own_inv; // [n_recv] = plan[cur].own_inv
     int64_t n_own;          // = plan[cur].n_own, for the optimizer
-    int64_t* own_keys;      // = plan[cur].own_keys
+    const int64_t* own_keys;   // [n_own] = plan[cur].own_keys
+    size_t *sbytes, *sboff; // [P] bytes of rows: swire / sdispl times Dh floats (be->alltoallv's counts)
+    size_t *rbytes, *rboff; // [P] the same of rwire / rdispl
     ExchangeStats st;       // figures of this step
 } Exchange;
 
-void exchange_init(Exchange* ex, const Comm* comm, int Dh);
+/* be: the backend the tables live on, opened over comm's ranks. */
+void exchange_init(Exchange* ex, const Comm* comm, Backend* be, int Dh);
 void exchange_free(Exchange* ex);
 /* Blocking: this step's counts and keys for the rows of rs (tables give the owners). */
 void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t);
@@ -82,12 +99,11 @@ void exchange_plan_next(Exchange* ex, const RowSet* rs, const EngramTables* t);
 void exchange_progress(Exchange* ex);
 /* Finish the next step's plan and make it this step's (at the start of that step). */
 void exchange_use_next(Exchange* ex);
-/* Rows of every unique key into ex->srows (key u at row exchange_positions(ex)[u]). Reads the
- * tables now: call it after the previous step's update, so prefetching never makes rows stale. */
+/* Rows of every unique key into ex->srows (key u at row ex->spos[u]). Reads the tables (t's memory
+ * is ex->be's) now: call it after the previous step's update, so prefetching never makes rows
+ * stale. */
 void exchange_forward(Exchange* ex, const EngramTables* t);
 /* The gradients the caller left in ex->srows (same positions) → own_keys / own_grads on the owners. */
 void exchange_backward(Exchange* ex);
-/* Where each unique key of this step's RowSet sits in ex->srows. */
-const int64_t* exchange_positions(const Exchange* ex);
 
 #endif

@@ -6,7 +6,8 @@
  * holds consecutive experts, so the rows for each peer are already one contiguous range of the
  * packed buffer: the send side needs no copy. The receiver gets them grouped by source; one
  * permutation (built with the counts in the forward) regroups them by expert for the GEMMs, and its
- * inverse puts the results back in source order for the return trip.
+ * inverse puts the results back in source order for the return trip. The rows are the backend's
+ * memory: moved by be->alltoallv, regrouped by be->rows_expand (a gather of rows by index).
  */
 #include "expert_exchange.h"
 
@@ -16,15 +17,24 @@
 
 static int imin_(int a, int b) { return a < b ? a : b; }
 
-/* Room for R rows received in slot s. */
-static void slot_reserve_(ExpertSlot* s, size_t R, size_t D) {
+/* The permutations' device views of slot s, dropped (before they change or at the end). */
+static void perm_views_drop_(Backend* be, ExpertSlot* s) {
+    if (s->perm_d) backend_device_done(be, (void*)s->perm_d, s->perm, 0, 0);
+    if (s->iperm_d) backend_device_done(be, (void*)s->iperm_d, s->iperm, 0, 0);
+    s->perm_d = s->iperm_d = NULL;
+}
+
+/* Room for R rows received in slot s (the rows in backend memory). */
+static void slot_reserve_(Backend* be, ExpertSlot* s, size_t R, size_t D) {
     if (R <= s->cap && s->xr) return;
     s->cap = R > 2 * s->cap ? R : 2 * s->cap;
-    free(s->xr), free(s->gr), free(s->stage), free(s->perm);
-    s->xr = mallocCheck((s->cap + 1) * D * sizeof(float));
-    s->gr = mallocCheck((s->cap + 1) * D * sizeof(float));
-    s->stage = mallocCheck((s->cap + 1) * D * sizeof(float));
+    if (s->xr) be->free(be, s->xr), be->free(be, s->gr), be->free(be, s->stage);
+    free(s->perm), free(s->iperm);
+    s->xr = be->alloc(be, (s->cap + 1) * D * sizeof(float));
+    s->gr = be->alloc(be, (s->cap + 1) * D * sizeof(float));
+    s->stage = be->alloc(be, (s->cap + 1) * D * sizeof(float));
     s->perm = mallocCheck((s->cap + 1) * sizeof(int64_t));
+    s->iperm = mallocCheck((s->cap + 1) * sizeof(int64_t));
 }
 
 /* The forward's counts: rows for each expert slot of each peer out (from the packed offsets), the
@@ -47,7 +57,8 @@ static void split_(ExpertExchange* x, ExpertSlot* s, const long* off) {
         s->rdispl[q] = (int)s->Rr;
         s->Rr += s->rcount[q];
     }
-    slot_reserve_(s, (size_t)s->Rr, (size_t)x->D);
+    perm_views_drop_(x->be, s);
+    slot_reserve_(x->be, s, (size_t)s->Rr, (size_t)x->D);
     // expert-major, then source rank, then the sender's order: row i of the expert-ordered buffer
     int64_t i = 0;
     int* seen = callocCheck(EP, sizeof(int));   // rows of source q placed so far (its earlier experts)
@@ -61,6 +72,16 @@ static void split_(ExpertExchange* x, ExpertSlot* s, const long* off) {
     }
     s->roff[epr] = (long)i;
     free(seen);
+    for (int64_t j = 0; j < s->Rr; j++) s->iperm[s->perm[j]] = j;
+    s->perm_d = backend_device_view(x->be, s->perm, (size_t)s->Rr * sizeof(int64_t), 1);
+    s->iperm_d = backend_device_view(x->be, s->iperm, (size_t)s->Rr * sizeof(int64_t), 1);
+    // the counts in bytes at the peers' world ranks, for be->alltoallv over the world
+    const size_t row = (size_t)x->D * sizeof(float);
+    for (int q = 0; q < EP; q++) {
+        int wr = x->group * EP + q;
+        s->sbytes[wr] = (size_t)s->scount[q] * row, s->sboff[wr] = (size_t)s->sdispl[q] * row;
+        s->rbytes[wr] = (size_t)s->rcount[q] * row, s->rboff[wr] = (size_t)s->rdispl[q] * row;
+    }
     int64_t cbytes = (int64_t)(EP - 1) * epr * (int64_t)sizeof(int);
     x->st.bytes_sent += cbytes;
     x->st.bytes_recv += cbytes;
@@ -78,14 +99,13 @@ static void count_rows_(ExpertExchange* x, int64_t n_out, int64_t n_in) {
 static float* dispatch_(void* ctx, int slot, int backward, const float* X, const long* off, long* roff) {
     ExpertExchange* x = ctx;
     ExpertSlot* s = &x->slot[slot];
+    Backend* be = x->be;
     double t0 = engram_now();
     if (!backward) split_(x, s, off);
-    mpiCheck(MPI_Alltoallv(X, s->scount, s->sdispl, x->row_t, s->stage, s->rcount, s->rdispl, x->row_t, x->group_comm));
+    be->alltoallv(be, X, s->sbytes, s->sboff, s->stage, s->rbytes, s->rboff);
     count_rows_(x, s->R - s->scount[x->pos], s->Rr - s->rcount[x->pos]);
     float* dst = backward ? s->gr : s->xr;
-    const size_t D = (size_t)x->D;
-#pragma omp parallel for schedule(static) if (s->Rr > 4096)
-    for (int64_t i = 0; i < s->Rr; i++) memcpy(dst + (size_t)i * D, s->stage + (size_t)s->perm[i] * D, D * sizeof(float));
+    be->rows_expand(be, dst, s->stage, s->perm_d, NULL, (size_t)s->Rr, x->D);   // source order → expert order
     memcpy(roff, s->roff, ((size_t)x->route.e_count + 1) * sizeof(long));
     x->st.seconds += engram_now() - t0;
     return dst;
@@ -94,22 +114,25 @@ static float* dispatch_(void* ctx, int slot, int backward, const float* X, const
 static void combine_(void* ctx, int slot, const float* Yr, float* Y) {
     ExpertExchange* x = ctx;
     ExpertSlot* s = &x->slot[slot];
+    Backend* be = x->be;
     double t0 = engram_now();
-    const size_t D = (size_t)x->D;
-#pragma omp parallel for schedule(static) if (s->Rr > 4096)
-    for (int64_t i = 0; i < s->Rr; i++) memcpy(s->stage + (size_t)s->perm[i] * D, Yr + (size_t)i * D, D * sizeof(float));
+    be->rows_expand(be, s->stage, Yr, s->iperm_d, NULL, (size_t)s->Rr, x->D);   // expert order → source order
     // the dispatch's split reversed: what came from a peer goes back to it, into its packed order
-    mpiCheck(MPI_Alltoallv(s->stage, s->rcount, s->rdispl, x->row_t, Y, s->scount, s->sdispl, x->row_t, x->group_comm));
+    be->alltoallv(be, s->stage, s->rbytes, s->rboff, Y, s->sbytes, s->sboff);
     count_rows_(x, s->Rr - s->rcount[x->pos], s->R - s->scount[x->pos]);
     x->st.seconds += engram_now() - t0;
 }
 
-void expert_exchange_init(ExpertExchange* x, const Comm* world, int ep, int E, int D, int n_moe_layers) {
+void expert_exchange_init(ExpertExchange* x, const Comm* world, Backend* be, int ep, int E, int D, int n_moe_layers) {
     memset(x, 0, sizeof *x);
     if (ep < 1 || world->size % ep != 0)
         engram_die("run on a multiple of parallel.expert_parallel ranks, or change it to divide the world size",
                    "parallel.expert_parallel = %d does not divide the %d ranks", ep, world->size);
+    if (be->size != world->size || be->rank != world->rank)
+        engram_die("this is a bug: open the backend over the trainer's ranks", "expert exchange: backend rank %d of %d, world rank %d of %d",
+                   be->rank, be->size, world->rank, world->size);
     x->world = world;
+    x->be = be;
     x->ep = ep, x->pos = world->rank % ep, x->group = world->rank / ep;
     x->E = E, x->D = D, x->epr = (int)shard_block_rows(E, ep);
     mpiCheck(MPI_Comm_split(world->comm, x->group, world->rank, &x->group_comm));
@@ -127,6 +150,8 @@ void expert_exchange_init(ExpertExchange* x, const Comm* world, int ep, int E, i
         s->rcount = callocCheck(ep, sizeof(int)), s->rdispl = callocCheck(ep, sizeof(int));
         s->sexp = callocCheck((size_t)ep * x->epr, sizeof(int)), s->rexp = callocCheck((size_t)ep * x->epr, sizeof(int));
         s->roff = callocCheck((size_t)x->epr + 1, sizeof(long));
+        s->sbytes = callocCheck(world->size, sizeof(size_t)), s->sboff = callocCheck(world->size, sizeof(size_t));
+        s->rbytes = callocCheck(world->size, sizeof(size_t)), s->rboff = callocCheck(world->size, sizeof(size_t));
     }
 }
 
@@ -134,7 +159,10 @@ void expert_exchange_free(ExpertExchange* x) {
     for (int l = 0; l < x->n_slots; l++) {
         ExpertSlot* s = &x->slot[l];
         free(s->scount), free(s->sdispl), free(s->rcount), free(s->rdispl), free(s->sexp), free(s->rexp), free(s->roff);
-        free(s->perm), free(s->xr), free(s->gr), free(s->stage);
+        free(s->sbytes), free(s->sboff), free(s->rbytes), free(s->rboff);
+        perm_views_drop_(x->be, s);
+        if (s->xr) x->be->free(x->be, s->xr), x->be->free(x->be, s->gr), x->be->free(x->be, s->stage);
+        free(s->perm), free(s->iperm);
     }
     free(x->slot);
     MPI_Type_free(&x->row_t);

@@ -13,6 +13,10 @@
  * position in every group), not over the world. A rank's rows for itself are copied by MPI and are
  * not counted as wire bytes.
  *
+ * The counts travel with MPI on the host (control); the rows are the backend's memory and move with
+ * be->alltoallv over the world (zero bytes to ranks outside the group), regrouped by be->rows_expand
+ * through the permutation (on the device once per layer and forward).
+ *
  * Not here: the experts' math (src/moe.c sees this file only through its MoeRoute hook), dense
  * gradients (grad_sync.c).
  */
@@ -43,13 +47,18 @@ typedef struct {
     long* roff;             // [epr+1] received rows per local expert, prefix sums
     int64_t R, Rr;          // rows sent (this rank's kept assignments), rows received
     int64_t* perm;          // [Rr] expert-ordered row i sits at perm[i] of the staging buffer
-    float *xr, *gr;         // [Rr,D] forward rows / backward rows, in expert order
-    float* stage;           // [Rr,D] source-ordered staging
+    int64_t* iperm;         // [Rr] its inverse: staged row j is expert-ordered row iperm[j]
+    const int64_t *perm_d, *iperm_d;   // the two on the device (themselves on a host backend)
+    size_t *sbytes, *sboff, *rbytes, *rboff;   // [world] scount / sdispl / rcount / rdispl in bytes, at
+                                               // the peers' world ranks (0 elsewhere): be->alltoallv's
+    float *xr, *gr;         // [Rr,D] forward rows / backward rows, in expert order (backend memory)
+    float* stage;           // [Rr,D] source-ordered staging (backend memory)
     size_t cap;             // rows the buffers have room for
 } ExpertSlot;
 
 typedef struct {
     const Comm* world;
+    Backend* be;              // the rows' memory; its world is world's ranks
     int ep, pos, group;       // group size, this rank's position in its group, the group's index
     MPI_Comm group_comm;      // the EP ranks of this group
     MPI_Comm replica_comm;    // the ranks holding the same experts (one per group)
@@ -61,8 +70,9 @@ typedef struct {
     ExpertStats st;           // figures since the last expert_exchange_reset
 } ExpertExchange;
 
-/* Collective over world: the group and replica communicators. ep must divide world->size. */
-void expert_exchange_init(ExpertExchange* x, const Comm* world, int ep, int E, int D, int n_moe_layers);
+/* Collective over world: the group and replica communicators. ep must divide world->size; be (the
+ * model's backend) is opened over world's ranks. */
+void expert_exchange_init(ExpertExchange* x, const Comm* world, Backend* be, int ep, int E, int D, int n_moe_layers);
 void expert_exchange_free(ExpertExchange* x);
 /* Zero the figures (at the start of a step). */
 void expert_exchange_reset(ExpertExchange* x);

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "engram_layer.h"
+#include "engram_rows.h"
 #include "moe.h"
 
 /* Precision of the GEMMs. fp32: exact fp32 products (the mode tests compare across devices);
@@ -134,12 +135,18 @@ struct Backend {
     double (*sumsq)(Backend* be, const float* g, size_t n);
     /* One Adam(W) step over n elements: p, m, v updated in place. */
     void (*adam)(Backend* be, float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s);
-    /* The lazy Adam of one Engram table [local,Dh] with moments m, v: the n DISTINCT local rows
-     * rows[n] (int64, on the device; 0 ≤ row < local, checked by the caller) take grads [n,Dh];
-     * updates[row] (int64 [local]) counts each. No decay (s->wd is not used: tables never decay).
-     * Rows not listed keep their values and moments. */
-    void (*rows_adam)(Backend* be, float* table, float* m, float* v, int64_t* updates, int64_t local,
-                      const int64_t* rows, int64_t n, const float* grads, int Dh, const AdamStep* s);
+    /* The Engram tables t (engram_rows.h: its table, m, v and updates are this backend's memory; the
+     * row ranges host memory). tables_gather: out [n,Dh] = the rows of keys [n] (ROWKEYs on the
+     * device, held here: checked by the caller). rows_sum_owned: an owner's sums of gradient
+     * contributions, engram_rows.h rows_sum_owned (own, recv, self, own_inv on the device).
+     * rows_adam: the lazy Adam of the n DISTINCT keys (on the device) with grads [n,Dh]: each row
+     * takes one step and its count in updates grows by one; no decay (s->wd is not used: tables never
+     * decay), rows not listed keep their values and moments. */
+    void (*tables_gather)(Backend* be, const EngramTables* t, const int64_t* keys, int64_t n, float* out);
+    void (*rows_sum_owned)(Backend* be, float* own, const float* recv, const float* self, int64_t self_lo,
+                           int64_t self_hi, const int64_t* own_inv, int64_t n_recv, int Dh);
+    void (*rows_adam)(Backend* be, const EngramTables* t, const int64_t* keys, int64_t n, const float* grads,
+                      const AdamStep* s);
 
     /* ---- collectives over the backend's world (device buffers) ------------------------------ */
     void (*allreduce_sum)(Backend* be, float* buf, size_t n);   // in place, every rank gets the sum

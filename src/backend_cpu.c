@@ -1,7 +1,7 @@
 /*
  * backend_cpu.c — the CPU backend (backend.h): "device" memory is host memory and every op is the
- * existing CPU code (ops.c, optim.c), so the CPU results through the interface are the results the
- * CPU trainer gets.
+ * existing CPU code (ops.c, optim.c, moe.c, engram_rows.c), so the CPU results through the
+ * interface are the results the CPU trainer gets.
  *
  * Not here: the collectives (MPI, parallel/device.c), anything CUDA (gpu/).
  */
@@ -165,34 +165,22 @@ static double cpu_sumsq_(Backend* be, const float* g, size_t n) {
     return optim_sumsq(g, n);
 }
 
-/* optim.c takes its constants from a Config: one holding just the AdamStep's. */
-static Config adam_config_(const AdamStep* s) {
-    Config c;
-    memset(&c, 0, sizeof c);
-    c.train.weight_decay = s->wd;
-    c.train.beta1 = s->beta1;
-    c.train.beta2 = s->beta2;
-    c.train.adam_eps = s->eps;
-    c.engram.lr_mult = 1.0;   // s->lr is the table's rate already
-    return c;
-}
-
 static void cpu_adam_(Backend* be, float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s) {
     (void)be, optim_adam(p, g, m, v, n, s);
 }
 
-static void cpu_rows_adam_(Backend* be, float* table, float* m, float* v, int64_t* updates, int64_t local,
-                           const int64_t* rows, int64_t n, const float* grads, int Dh, const AdamStep* s) {
-    (void)be;
-    // optim_rows_adam takes (layer, row) keys over a set of tables: one table, layer 0, all rows here
-    int64_t first = 0, n_rows = local;
-    EngramTables tab = {.n_layers = 1, .Dh = Dh, .rows = &n_rows, .first = &first, .local = &n_rows,
-                        .table = &table, .m = &m, .v = &v, .updates = &updates};
-    int64_t* keys = mallocCheck((size_t)(n ? n : 1) * sizeof(int64_t));
-    for (int64_t i = 0; i < n; i++) keys[i] = ROWKEY(0, rows[i]);
-    Config c = adam_config_(s);
-    optim_rows_adam(&tab, keys, n, grads, &c, s->lr, s->t, s->grad_scale);
-    free(keys);
+/* ---- the Engram tables: engram_rows.c, optim.c ------------------------------------------------- */
+
+static void cpu_tables_gather_(Backend* be, const EngramTables* t, const int64_t* keys, int64_t n, float* out) {
+    (void)be, tables_gather_local(t, keys, n, out);
+}
+static void cpu_rows_sum_owned_(Backend* be, float* own, const float* recv, const float* self, int64_t self_lo,
+                                int64_t self_hi, const int64_t* own_inv, int64_t n_recv, int Dh) {
+    (void)be, rows_sum_owned(own, recv, self, self_lo, self_hi, own_inv, n_recv, Dh);
+}
+static void cpu_rows_adam_(Backend* be, const EngramTables* t, const int64_t* keys, int64_t n, const float* grads,
+                           const AdamStep* s) {
+    (void)be, optim_rows_adam(t, keys, n, grads, s);
 }
 
 static void cpu_close_(Backend* be) { (void)be; }
@@ -241,6 +229,8 @@ void backend_cpu_init(Backend* be) {
     be->rows_reduce = cpu_rows_reduce_;
     be->sumsq = cpu_sumsq_;
     be->adam = cpu_adam_;
+    be->tables_gather = cpu_tables_gather_;
+    be->rows_sum_owned = cpu_rows_sum_owned_;
     be->rows_adam = cpu_rows_adam_;
     be->close = cpu_close_;
 }

@@ -165,10 +165,13 @@ GUARD_VOID_(rows_reduce,
             (g, de, inv, pos, t, nu, Dh))
 GUARD_DOUBLE_(sumsq, (const float* g, size_t n), (g, n))
 GUARD_VOID_(adam, (float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s), (p, g, m, v, n, s))
-GUARD_VOID_(rows_adam,
-            (float* t, float* m, float* v, int64_t* u, int64_t local, const int64_t* rows, int64_t n, const float* g,
-             int Dh, const AdamStep* s),
-            (t, m, v, u, local, rows, n, g, Dh, s))
+GUARD_VOID_(tables_gather, (const EngramTables* t, const int64_t* k, int64_t n, float* o), (t, k, n, o))
+GUARD_VOID_(rows_sum_owned,
+            (float* own, const float* r, const float* self, int64_t lo, int64_t hi, const int64_t* inv, int64_t n,
+             int Dh),
+            (own, r, self, lo, hi, inv, n, Dh))
+GUARD_VOID_(rows_adam, (const EngramTables* t, const int64_t* k, int64_t n, const float* g, const AdamStep* s),
+            (t, k, n, g, s))
 GUARD_VOID_(allreduce_sum, (float* buf, size_t n), (buf, n))
 GUARD_VOID_(alltoallv,
             (const void* s, const size_t* sc, const size_t* sd, void* r, const size_t* rc, const size_t* rd),
@@ -197,7 +200,8 @@ void backend_guard_wrap(Backend* be) {
     SET_(crossentropy_backward), SET_(head_xent), SET_(embedding_forward), SET_(embedding_backward);
     SET_(engram_gate_forward), SET_(engram_conv_forward), SET_(engram_tokens_backward), SET_(moe_softmax);
     SET_(moe_gather), SET_(moe_combine), SET_(moe_routing_backward), SET_(moe_scatter_add), SET_(rows_expand);
-    SET_(rows_reduce), SET_(sumsq), SET_(adam), SET_(rows_adam), SET_(allreduce_sum), SET_(alltoallv);
+    SET_(rows_reduce), SET_(sumsq), SET_(adam), SET_(tables_gather), SET_(rows_sum_owned);
+    SET_(rows_adam), SET_(allreduce_sum), SET_(alltoallv);
 #undef SET_
     be->close = guard_close_;
 }

@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "backend.h"
 #include "common.h"
 #include "rng.h"
 #include "shard.h"
@@ -91,8 +92,9 @@ void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh
     rows_reduce(unique_grads, de, rs->inverse, pos, (size_t)rs->n_layers * rs->n_pos, rs->n_unique, Dh);
 }
 
-void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int rank, int P) {
+void tables_init(EngramTables* t, Backend* be, const int64_t* rows, int n_layers, int Dh, int rank, int P) {
     memset(t, 0, sizeof *t);
+    t->be = be;
     t->n_layers = n_layers;
     t->Dh = Dh;
     t->rows = mallocCheck((size_t)n_layers * sizeof(int64_t));
@@ -106,31 +108,34 @@ void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int
         t->rows[l] = rows[l];
         shard_row_range(rows[l], P, rank, &t->first[l], &t->local[l]);
         size_t n = (size_t)t->local[l] * Dh;
-        t->table[l] = callocPagesCheck(n, sizeof(float));   // page-aligned: checkpoints are read into them
-        t->m[l] = callocPagesCheck(n, sizeof(float));
-        t->v[l] = callocPagesCheck(n, sizeof(float));
-        t->updates[l] = callocPagesCheck((size_t)t->local[l], sizeof(int64_t));
+        t->table[l] = be->alloc(be, n * sizeof(float));   // zeroed (page-aligned host memory on the CPU)
+        t->m[l] = be->alloc(be, n * sizeof(float));
+        t->v[l] = be->alloc(be, n * sizeof(float));
+        t->updates[l] = be->alloc(be, (size_t)t->local[l] * sizeof(int64_t));
     }
 }
 
 void tables_fill_normal(EngramTables* t, uint64_t seed, double std) {
     for (int l = 0; l < t->n_layers; l++) {
         uint64_t stream = rng_stream("engram.table") + (uint64_t)l;
+        size_t bytes = (size_t)t->local[l] * t->Dh * sizeof(float);
+        float* h = backend_host_view(t->be, t->table[l], bytes, 0);   // the table itself on the CPU
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < t->local[l]; r++)
             for (int j = 0; j < t->Dh; j++) {
                 uint64_t idx = (uint64_t)(t->first[l] + r) * (uint64_t)t->Dh + (uint64_t)j;
-                t->table[l][r * t->Dh + j] = (float)(std * rng_normal(seed, stream, idx));
+                h[r * t->Dh + j] = (float)(std * rng_normal(seed, stream, idx));
             }
+        backend_host_done(t->be, h, t->table[l], bytes, 1);
     }
 }
 
 void tables_free(EngramTables* t) {
     for (int l = 0; l < t->n_layers; l++) {
-        free(t->table[l]);
-        free(t->m[l]);
-        free(t->v[l]);
-        free(t->updates[l]);
+        t->be->free(t->be, t->table[l]);
+        t->be->free(t->be, t->m[l]);
+        t->be->free(t->be, t->v[l]);
+        t->be->free(t->be, t->updates[l]);
     }
     free(t->table);
     free(t->m);
@@ -162,5 +167,23 @@ void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, 
             engram_die("this is a bug: a row was gathered from a rank that does not own it",
                        "row %lld of layer %d is not held here", (long long)ROWKEY_ROW(keys[i]), l);
         memcpy(out + i * t->Dh, t->table[l] + r * t->Dh, row_bytes);
+    }
+}
+
+void rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo, int64_t self_hi,
+                    const int64_t* own_inv, int64_t n_recv, int Dh) {
+    const size_t D = (size_t)Dh;
+    int64_t fresh = 0;   // the next row number not yet seen: row own_inv[i] is new exactly when it equals it
+    for (int64_t i = 0; i < n_recv; i++) {
+        if (i + ENGRAM_PREFETCH_AHEAD < n_recv)   // rows of own are scattered (megabytes of them)
+            engram_prefetch(own + (size_t)own_inv[i + ENGRAM_PREFETCH_AHEAD] * D, D * sizeof(float));
+        float* g = own + (size_t)own_inv[i] * D;
+        const float* c = i >= self_lo && i < self_hi ? self + (size_t)(i - self_lo) * D : recv + (size_t)i * D;
+        if (own_inv[i] == fresh) {
+            memcpy(g, c, D * sizeof(float));
+            fresh++;
+        } else {
+            for (size_t j = 0; j < D; j++) g[j] += c[j];
+        }
     }
 }

@@ -14,6 +14,8 @@
 
 #include "ngram_hash.h"
 
+struct Backend;
+
 /* key = layer << 48 | row: layers < 2^15, rows < 2^48 */
 #define ROWKEY(layer, row) (((int64_t)(layer) << 48) | (int64_t)(row))
 #define ROWKEY_LAYER(k) ((int)((k) >> 48))
@@ -36,8 +38,10 @@ void rowset_build(RowSet* rs, const NgramHash* nh, const int64_t* ids, int B, in
 void rowset_free(RowSet* rs);
 
 /* Local tables of every Engram layer: rows [first, first+local) of each, with Adam moments and
- * per-row update counts. On one rank first = 0 and local = rows. */
+ * per-row update counts. On one rank first = 0 and local = rows. table, m, v and updates are the
+ * backend's memory (host memory on the CPU backend); the row ranges are host memory. */
 typedef struct {
+    struct Backend* be;    // whose memory the tables are
     int n_layers, Dh;
     int64_t* rows;         // [n_layers] global rows of each table
     int64_t* first;        // [n_layers] first row held here
@@ -48,8 +52,9 @@ typedef struct {
     int64_t** updates;     // [n_layers] → [local] times each row was updated
 } EngramTables;
 
-void tables_init(EngramTables* t, const int64_t* rows, int n_layers, int Dh, int rank, int P);
-/* N(0, std) rows, each drawn from (seed, layer, global row) so any P gives the same table. */
+void tables_init(EngramTables* t, struct Backend* be, const int64_t* rows, int n_layers, int Dh, int rank, int P);
+/* N(0, std) rows, each drawn from (seed, layer, global row) so any P gives the same table (drawn on
+ * the host, sent to the backend's memory). */
 void tables_fill_normal(EngramTables* t, uint64_t seed, double std);
 void tables_free(EngramTables* t);
 
@@ -64,7 +69,15 @@ void rowset_reduce(const RowSet* rs, const float* de, const int64_t* pos, int Dh
 void rows_expand(float* out, const float* rows, const int64_t* inv, const int64_t* pos, size_t total, int Dh);
 void rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
                  int64_t n_unique, int Dh);
-/* Single rank: copy the unique keys' rows out of the local tables. */
+/* Copy the rows of keys [n] (held here) out of the local tables into out [n,Dh] (the CPU backend's
+ * tables_gather, backend.h). */
 void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out);
+/* An owner's sums of gradient contributions (the CPU backend's rows_sum_owned, backend.h): for i <
+ * n_recv in order, contribution i is self[i − self_lo] when self_lo ≤ i < self_hi, else recv[i]
+ * (rows of Dh), and goes to row own_inv[i] of own [., Dh]. Rows are numbered in order of first
+ * contribution: a row's first is copied, the later ones added, so each row is summed in i order
+ * (rank order, for the exchange). */
+void rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo, int64_t self_hi,
+                    const int64_t* own_inv, int64_t n_recv, int Dh);
 
 #endif

@@ -21,8 +21,8 @@
  *
  * Under expert parallelism the packed rows go to the ranks holding their experts through the
  * MoeRoute hook (moe.h) and come back in the same packed order, so everything around the experts
- * (plan, combine, routing gradients) is the same code either way. The hook moves host memory: on a
- * device backend the rows cross to the host around it.
+ * (plan, combine, routing gradients) is the same code either way. The hook moves backend memory
+ * (be->alltoallv in parallel/expert_exchange.c): the rows never cross to the host.
  *
  * Not here: the MPI exchange (parallel/expert_exchange.c), the block's RMSNorm and residual, the all-reduce of the
  * load-balance statistics (the caller sums MoeStats over ranks and hands the global figures back).
@@ -324,60 +324,39 @@ static void experts_forward_(Backend* be, const MoeDims* d, const MoeWeights* w,
     }
 }
 
-/* Owner-side activations for rows received: room for R rows (h1, h3 and, on a device, the rows). */
-static void ep_reserve_(Backend* be, MoeEp* ep, size_t R, size_t D, size_t Fe) {
+/* Owner-side activations for rows received: room for R rows (h1, h3). */
+static void ep_reserve_(Backend* be, MoeEp* ep, size_t R, size_t Fe) {
     if (R <= ep->cap && ep->h1) return;
     ep->cap = R > 2 * ep->cap ? R : 2 * ep->cap;
     if (ep->h1) be->free(be, ep->h1), be->free(be, ep->h3);
-    if (ep->xr_d) be->free(be, ep->xr_d);
     ep->h1 = fbuf_(be, (ep->cap + 1) * Fe);
     ep->h3 = fbuf_(be, (ep->cap + 1) * Fe);
-    ep->xr_d = be->host ? NULL : fbuf_(be, (ep->cap + 1) * D);
 }
 
 void moe_ep_free(Backend* be, MoeEp* ep) {
     if (ep->h1) be->free(be, ep->h1), be->free(be, ep->h3);
-    if (ep->xr_d) be->free(be, ep->xr_d);
     free(ep->roff);
-    ep->h1 = ep->h3 = ep->xr_d = NULL, ep->roff = NULL, ep->cap = 0;
+    ep->h1 = ep->h3 = NULL, ep->roff = NULL, ep->cap = 0;
 }
 
 /* The rows of X [R,D] (packed by expert, off [E+1]) to their owners and Yr's back, through the hook
- * on host memory; run runs the owner's experts on the received rows (device pointers). The rows
- * received in the forward stay in ep for the backward (ep->xr: the hook's, or ep->xr_d's copy). */
+ * (backend memory both ways); run runs the owner's experts on the received rows. The rows received
+ * in the forward stay in the hook's buffer (ep->xr) for the backward. */
 typedef void (*EpRun_)(Backend* be, const MoeDims* d, const MoeWeights* w, MoeEp* ep, const float* rows,
                        float* out, MoeWeights* g);
 
 static void ep_exchange_(Backend* be, const MoeDims* d, const MoeWeights* w, MoeEp* ep, int backward, const float* X,
-                         const long* off, long R, float* Y, EpRun_ run, MoeWeights* g) {
+                         const long* off, float* Y, EpRun_ run, MoeWeights* g) {
     const MoeRoute* rt = ep->route;
-    size_t D = (size_t)d->D;
     long* roff = backward ? mallocCheck(((size_t)rt->e_count + 1) * sizeof(long))
                           : (ep->roff = reallocCheck(ep->roff, ((size_t)rt->e_count + 1) * sizeof(long)));
-    float* hX = backend_host_view(be, X, (size_t)R * D * sizeof(float), 1);
-    const float* hr = rt->dispatch(rt->ctx, ep->slot, backward, hX, off, roff);
-    backend_host_done(be, hX, (float*)X, 0, 0);
+    const float* rows = rt->dispatch(rt->ctx, ep->slot, backward, X, off, roff);
     size_t Rr = (size_t)roff[rt->e_count];
-    if (!backward) {
-        ep_reserve_(be, ep, Rr, D, (size_t)d->Fe);
-        ep->xr = hr;
-        if (!be->host) be->to_device(be, ep->xr_d, hr, Rr * D * sizeof(float));
-    }
-    const float* rows = hr;
-    float* drows = NULL;
-    if (!be->host) {   // the forward's rows are in ep->xr_d already; the backward's come over now
-        if (backward) drows = fbuf_(be, Rr * D), be->to_device(be, drows, hr, Rr * D * sizeof(float));
-        rows = backward ? drows : ep->xr_d;
-    }
-    float* yr = fbuf_(be, (Rr + 1) * D);
+    if (!backward) ep_reserve_(be, ep, Rr, (size_t)d->Fe), ep->xr = rows;
+    float* yr = fbuf_(be, (Rr + 1) * (size_t)d->D);
     run(be, d, w, ep, rows, yr, g);
-    float* hy = backend_host_view(be, yr, Rr * D * sizeof(float), 1);
-    float* hY = backend_host_view(be, Y, (size_t)R * D * sizeof(float), 0);
-    rt->combine(rt->ctx, ep->slot, hy, hY);
-    backend_host_done(be, hY, Y, (size_t)R * D * sizeof(float), 1);
-    backend_host_done(be, hy, yr, 0, 0);
+    rt->combine(rt->ctx, ep->slot, yr, Y);
     be->free(be, yr);
-    if (drows) be->free(be, drows);
     if (backward) free(roff);
 }
 
@@ -420,7 +399,7 @@ void moe_forward_on(Backend* be, const MoeDims* d, const MoeWeights* w, const fl
         experts_forward_(be, d, w, d->E, pl.off, X, acts + L.h1, acts + L.h3, g, acts + L.y);
         be->free(be, g);
     } else {   // the rows go to their experts' ranks, which run them and send y back in packed order
-        ep_exchange_(be, d, w, ep, 0, X, pl.off, pl.R, acts + L.y, ep_forward_run_, NULL);
+        ep_exchange_(be, d, w, ep, 0, X, pl.off, acts + L.y, ep_forward_run_, NULL);
     }
     // 5. combine: out[n] += Σ_j w_j·y[row_j]
     be->moe_combine(be, d, probs, dp.top, dp.row, acts + L.y, out);
@@ -502,8 +481,7 @@ static void experts_backward_(Backend* be, const MoeDims* d, const MoeWeights* w
 /* Owner side of the backward: the local experts over the forward's rows, dy received as rows. */
 static void ep_backward_run_(Backend* be, const MoeDims* d, const MoeWeights* w, MoeEp* ep, const float* rows,
                              float* out, MoeWeights* g) {
-    const float* xr = be->host ? ep->xr : ep->xr_d;
-    experts_backward_(be, d, w, ep->route->e_count, ep->roff, xr, ep->h1, ep->h3, rows, g, out);
+    experts_backward_(be, d, w, ep->route->e_count, ep->roff, ep->xr, ep->h1, ep->h3, rows, g, out);
 }
 
 /* The routed experts: each over its packed rows (here, or on its owner under expert parallelism),
@@ -520,7 +498,7 @@ static void routed_backward_(Backend* be, const MoeDims* d, const MoeWeights* w,
         experts_backward_(be, d, w, d->E, pl->off, X, a_h1, a_h3, dy, g, dX);
         be->free(be, X);
     } else {   // dy follows the forward's rows to their owners; dX comes back in packed order
-        ep_exchange_(be, d, w, ep, 1, dy, pl->off, pl->R, dX, ep_backward_run_, g);
+        ep_exchange_(be, d, w, ep, 1, dy, pl->off, dX, ep_backward_run_, g);
     }
     be->moe_scatter_add(be, d, dp->row, dX, df);
     be->free(be, dX);

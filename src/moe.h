@@ -51,7 +51,8 @@ typedef struct {
  * inside an expert by source rank, then the sender's order — a fixed order, so results do not
  * depend on timing. combine sends rows computed in that received order back to their senders, who
  * get them in their packed order. slot names the MoE layer (the hook keeps its counts from the
- * forward for the backward, which moves rows along the same split). */
+ * forward for the backward, which moves rows along the same split). Every row buffer, given or
+ * returned, is the layer's backend memory. */
 typedef struct {
     void* ctx;
     int e_first, e_count;
@@ -66,8 +67,7 @@ typedef struct {
 typedef struct {
     const MoeRoute* route;
     int slot;
-    const float* xr;    // [Rr,D] the rows received in the forward (the hook's buffer, host memory)
-    float* xr_d;        // [cap,D] their copy on a device backend (NULL on a host one)
+    const float* xr;    // [Rr,D] the rows received in the forward (the hook's buffer, backend memory)
     long* roff;         // [e_count+1]
     float *h1, *h3;     // [Rr,Fe] X_r·w1ᵀ, X_r·w3ᵀ of the received rows (backend memory)
     size_t cap;         // rows h1/h3 have room for

@@ -90,11 +90,15 @@ void optim_adamw(Backend* be, const TensorTable* tt, float* params, const float*
     }
 }
 
-void optim_rows_adam(EngramTables* tab, const int64_t* keys, int64_t n, const float* grads, const Config* c,
-                     double lr, int64_t t, double grad_scale) {
+AdamStep optim_rows_step(const Config* c, double lr, int64_t t, double grad_scale) {
+    return (AdamStep){.lr = lr * c->engram.lr_mult, .wd = 0.0, .beta1 = c->train.beta1, .beta2 = c->train.beta2,
+                      .eps = c->train.adam_eps, .grad_scale = grad_scale, .t = t};
+}
+
+void optim_rows_adam(const EngramTables* tab, const int64_t* keys, int64_t n, const float* grads, const AdamStep* st) {
     const int Dh = tab->Dh;
-    const AdamStep s = {.lr = lr * c->engram.lr_mult, .wd = 0.0, .beta1 = c->train.beta1, .beta2 = c->train.beta2,
-                        .eps = c->train.adam_eps, .grad_scale = grad_scale, .t = t};
+    AdamStep s = *st;
+    s.wd = 0.0;   // tables never decay
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         int l = ROWKEY_LAYER(keys[i]);

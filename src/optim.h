@@ -34,8 +34,11 @@ void optim_adam(float* p, const float* g, float* m, float* v, size_t n, const Ad
 void optim_adamw(Backend* be, const TensorTable* tt, float* params, const float* grads, float* m, float* v,
                  const Config* c, double lr, int64_t t, double grad_scale);
 
-/* Lazy Adam on the n unique rows keys[] (held locally) with gradients grads [n, Dh]. */
-void optim_rows_adam(EngramTables* tab, const int64_t* keys, int64_t n, const float* grads, const Config* c,
-                     double lr, int64_t t, double grad_scale);
+/* The Engram tables' Adam step: the rate lr·engram.lr_mult, no decay, step t, gradients times
+ * grad_scale. */
+AdamStep optim_rows_step(const Config* c, double lr, int64_t t, double grad_scale);
+/* Lazy Adam on the n unique rows keys[] (held locally) with gradients grads [n, Dh], on host
+ * memory: the CPU backend's rows_adam. */
+void optim_rows_adam(const EngramTables* tab, const int64_t* keys, int64_t n, const float* grads, const AdamStep* s);
 
 #endif

@@ -1,9 +1,10 @@
 /*
  * train.c — the training step (train.h): one process, or P data-parallel ranks. The model, the
  * dense gradients' all-reduce, Σg² and the AdamW step go through the trainer's Backend, and so do
- * the Engram rows' expansion into e and the sums of de per unique row; hashing, the row exchange,
- * the tables and their lazy Adam and the MoE statistics' sums stay on the host (the tables are
- * host memory: the exchange reads and writes them there).
+ * the Engram tables (backend memory), their rows' gather, expansion into e, the sums of de per
+ * unique row, the row exchange's moves and sums, and the tables' lazy Adam; hashing, dedup, the
+ * exchange's plan and the MoE statistics' sums stay on the host, and the step's lookup indices and
+ * keys go to the device once per step.
  */
 #include "train.h"
 
@@ -38,7 +39,7 @@ void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const C
         engram_die("run under mpirun with a multiple of parallel.expert_parallel ranks, or set parallel.expert_parallel=1",
                    "parallel.expert_parallel = %d needs MPI ranks", tr->ep);
     if (tr->ep > 1) {
-        expert_exchange_init(&tr->xx, comm, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
+        expert_exchange_init(&tr->xx, comm, be, tr->ep, c->moe.experts, c->model.d_model, c->moe.layers.n);
         model_init_on(&tr->model, c, B, tr->ep, tr->xx.pos, be);
         tr->model.route = &tr->xx.route;
     } else {
@@ -58,14 +59,31 @@ void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const C
     tr->de_ptr = callocCheck(ne + 1, sizeof(float*));
     for (int i = 0; i < ne; i++) tr->e_ptr[i] = tr->e + i * per, tr->de_ptr[i] = tr->de + i * per;
     if (ne > 0) {
-        tables_init(&tr->tables, m->hash.rows, ne, c->engram.head_dim, comm ? comm->rank : 0, comm ? comm->size : 1);
+        tables_init(&tr->tables, be, m->hash.rows, ne, c->engram.head_dim, comm ? comm->rank : 0,
+                    comm ? comm->size : 1);
         tables_fill_normal(&tr->tables, seed, c->engram.init_std);
-        tr->uniq = mallocCheck((ne * per + 1) * sizeof(float));   // unique rows ≤ lookups
-        if (comm) exchange_init(&tr->ex, comm, c->engram.head_dim);
+        if (comm) exchange_init(&tr->ex, comm, be, c->engram.head_dim);
+        else tr->uniq = be->alloc(be, (ne * per + 1) * sizeof(float));   // unique rows ≤ lookups
     }
 }
 
+/* This step's lookup indices and keys on the device: made once a step, dropped before its RowSet
+ * changes (the RowSet's own arrays on a host backend). */
+static void step_views_(Trainer* tr, int make) {
+    const RowSet* rs = &tr->rows;
+    if (!make) {
+        if (tr->inv_d) backend_device_done(tr->be, tr->inv_d, rs->inverse, 0, 0);
+        if (tr->keys_d) backend_device_done(tr->be, tr->keys_d, rs->keys, 0, 0);
+        tr->inv_d = tr->keys_d = NULL;
+        return;
+    }
+    size_t total = (size_t)rs->n_layers * rs->n_pos;
+    tr->inv_d = backend_device_view(tr->be, rs->inverse, total * sizeof(int64_t), 1);
+    if (!tr->comm) tr->keys_d = backend_device_view(tr->be, rs->keys, (size_t)rs->n_unique * sizeof(int64_t), 1);
+}
+
 void trainer_free(Trainer* tr) {
+    step_views_(tr, 0);
     if (tr->model.hash.n_layers > 0) {
         if (tr->comm) exchange_free(&tr->ex);   // before the tables its plans point into
         tables_free(&tr->tables);
@@ -78,7 +96,7 @@ void trainer_free(Trainer* tr) {
     tr->be->free(tr->be, tr->de);
     free(tr->e_ptr);
     free(tr->de_ptr);
-    free(tr->uniq);
+    if (tr->uniq) tr->be->free(tr->be, tr->uniq);
     model_free(&tr->model);
     if (tr->ep > 1) expert_exchange_free(&tr->xx);
     if (tr->be == &tr->own_be) tr->own_be.close(&tr->own_be);
@@ -109,21 +127,15 @@ static void progress_(Trainer* tr) {
     if (tr->comm && tr->prefetched && tr->model.hash.n_layers) exchange_progress(&tr->ex);
 }
 
-/* The step's unique rows [n_unique, Dh] (host: where the tables and the exchange keep them) to the
- * layers' e on the backend (backward = 0), or de's sums per unique row back into them (1): only the
- * unique rows and the lookups' indices cross between host and device (nothing on the CPU). */
+/* The step's unique rows [n_unique, Dh] (the exchange's or the local gather's, backend memory;
+ * unique key u at pos[u], or u) to the layers' e (backward = 0), or de's sums per unique row into
+ * them (1). */
 static void rows_move_(Trainer* tr, int backward, float* uniq, const int64_t* pos) {
     Backend* be = tr->be;
     const RowSet* rs = &tr->rows;
-    size_t total = (size_t)rs->n_layers * rs->n_pos, bytes = (size_t)rs->n_unique * tr->tables.Dh * sizeof(float);
-    int64_t* inv = backend_device_view(be, rs->inverse, total * sizeof(int64_t), 1);
-    int64_t* dpos = pos ? backend_device_view(be, pos, (size_t)rs->n_unique * sizeof(int64_t), 1) : NULL;
-    float* rows = backend_device_view(be, uniq, bytes, !backward);
-    if (!backward) be->rows_expand(be, tr->e, rows, inv, dpos, total, tr->tables.Dh);
-    else be->rows_reduce(be, rows, tr->de, inv, dpos, total, rs->n_unique, tr->tables.Dh);
-    backend_device_done(be, rows, uniq, bytes, backward);
-    if (dpos) backend_device_done(be, dpos, (void*)pos, 0, 0);
-    backend_device_done(be, inv, rs->inverse, 0, 0);
+    size_t total = (size_t)rs->n_layers * rs->n_pos;
+    if (!backward) be->rows_expand(be, tr->e, uniq, tr->inv_d, pos, total, tr->tables.Dh);
+    else be->rows_reduce(be, uniq, tr->de, tr->inv_d, pos, total, rs->n_unique, tr->tables.Dh);
 }
 
 /* Hash the batch (or take the prefetched hashing) and bring in its rows: from the owners, or from
@@ -131,6 +143,7 @@ static void rows_move_(Trainer* tr, int backward, float* uniq, const int64_t* po
 static void gather_rows_(Trainer* tr, const int32_t* x) {
     Model* m = &tr->model;
     if (m->hash.n_layers == 0) return;
+    step_views_(tr, 0);   // the previous step's, before its RowSet goes
     if (tr->prefetched) {
         if (memcmp(tr->x_next, x, (size_t)m->B * m->T * sizeof(int32_t)) != 0)
             engram_die("the batch given to trainer_step must be the one given to trainer_prefetch",
@@ -144,11 +157,12 @@ static void gather_rows_(Trainer* tr, const int32_t* x) {
         hash_batch_(tr, x, &tr->rows);
         if (tr->comm) exchange_plan(&tr->ex, &tr->rows, &tr->tables);
     }
+    step_views_(tr, 1);
     if (tr->comm) {   // rows stay where they arrived; the expansion reads them through the positions
         exchange_forward(&tr->ex, &tr->tables);
-        rows_move_(tr, 0, tr->ex.srows, exchange_positions(&tr->ex));
+        rows_move_(tr, 0, tr->ex.srows, tr->ex.spos);
     } else {
-        tables_gather_local(&tr->tables, tr->rows.keys, tr->rows.n_unique, tr->uniq);
+        tr->be->tables_gather(tr->be, &tr->tables, tr->keys_d, tr->rows.n_unique, tr->uniq);
         rows_move_(tr, 0, tr->uniq, NULL);
     }
 }
@@ -202,17 +216,17 @@ double trainer_loss(Trainer* tr, const int32_t* x, const int32_t* y) {
 }
 
 /* Row gradients to their owners; returns Σ g² over the rows this rank updates. Leaves the keys
- * and summed gradients this rank updates in *keys, *grads. */
+ * and summed gradients this rank updates in *keys, *grads (backend memory). */
 static double row_grads_(Trainer* tr, const int64_t** keys, const float** grads, int64_t* n) {
     if (tr->comm) {   // gradients per unique row, straight into the send buffer
-        rows_move_(tr, 1, tr->ex.srows, exchange_positions(&tr->ex));
+        rows_move_(tr, 1, tr->ex.srows, tr->ex.spos);
         exchange_backward(&tr->ex);
         *keys = tr->ex.own_keys, *grads = tr->ex.own_grads, *n = tr->ex.n_own;
     } else {
         rows_move_(tr, 1, tr->uniq, NULL);
-        *keys = tr->rows.keys, *grads = tr->uniq, *n = tr->rows.n_unique;
+        *keys = tr->keys_d, *grads = tr->uniq, *n = tr->rows.n_unique;
     }
-    return optim_sumsq(*grads, (size_t)*n * tr->tables.Dh);
+    return tr->be->sumsq(tr->be, *grads, (size_t)*n * tr->tables.Dh);
 }
 
 /* Σ g² over the dense gradients. Under expert parallelism each rank holds its experts' part: the
@@ -275,7 +289,10 @@ double trainer_step(Trainer* tr, const int32_t* x, const int32_t* y, const int32
     tr->lr = optim_lr(c, (int)tr->step);
     tr->step++;
     optim_adamw(tr->be, &m->tt, m->params, m->grads, m->m, m->v, c, tr->lr, tr->step, scale);
-    if (has_rows) optim_rows_adam(&tr->tables, keys, n_keys, grads, c, tr->lr, tr->step, scale);
+    if (has_rows) {
+        AdamStep rs = optim_rows_step(c, tr->lr, tr->step, scale);
+        tr->be->rows_adam(tr->be, &tr->tables, keys, n_keys, grads, &rs);
+    }
     tr->t_step = engram_now() - t0;
     return loss;
 }

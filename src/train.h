@@ -42,7 +42,9 @@ typedef struct {
     float* de;               // [n_engram, B,T,Ein] their gradients (backend memory)
     float** e_ptr;           // [n_engram] → e per layer
     float** de_ptr;
-    float* uniq;             // [max unique, Dh] unique rows, then their gradients
+    float* uniq;             // [max unique, Dh] unique rows, then their gradients (one process; backend memory)
+    int64_t* inv_d;          // [n_layers·n_pos] rows.inverse on the device, this step's
+    int64_t* keys_d;         // [n_unique] rows.keys on the device (one process), this step's
     int64_t step;            // optimizer steps taken (Adam's t after the next step is step+1)
     // figures of the last step
     double loss, ce, aux, grad_norm, lr;

@@ -4,7 +4,7 @@
  * divide nothing evenly: GEMMs in fp32 (≤ 1e-5 relative) and bf16 (≤ 2e-2), each kernel and each
  * composed op (linear layers with bias, the fused output head, the Engram layer, the MoE layer
  * with capacity drops, the Engram rows' expansion and reduction) (≤ 1e-5; 1e-4 for the Engram and
- * MoE backward),
+ * MoE backward), the Engram tables' gather, owner sums and lazy Adam,
  * and the NCCL collectives at whatever P it runs with (1 on a one-GPU machine). Errors are
  * normwise: max |gpu − cpu| / max |cpu|.
  *
@@ -429,16 +429,11 @@ static void rows_case_(Backend* be[2]) {
     free(rows), free(de);
 }
 
-/* Three AdamW steps with decay and a clip scale, then Σg², then the lazy Adam of table rows. */
+/* Three AdamW steps with decay and a clip scale, then Σg². */
 static void optim_case_(Backend* be[2]) {
     const size_t n = 100003;
-    const int local = 50, Dh = 24, nr = 17;
     float *p = randn_(n, 1.0f), *g = randn_(n, 1.0f), *m = randn_(n, 0.1f), *v = buf_(n);
     for (size_t i = 0; i < n; i++) v[i] = m[i] * m[i];   // second moments are ≥ 0
-    float *tab = randn_((size_t)local * Dh, 1.0f), *rg = randn_((size_t)nr * Dh, 1.0f);
-    float *tm = calloc((size_t)local * Dh, 4), *tv = calloc((size_t)local * Dh, 4);
-    int64_t rows[17], upd0[50] = {0}, upd[2][50];
-    for (int i = 0; i < nr; i++) rows[i] = (i * 7 + 3) % local;   // distinct: 7 is prime to 50
     double ss[2];
     Outs o = {0};
     for (int k = 0; k < 2; k++) {
@@ -449,28 +444,89 @@ static void optim_case_(Backend* be[2]) {
             be[k]->adam(be[k], dP, dG, dM, dV, n, &s);
         }
         ss[k] = be[k]->sumsq(be[k], dP, n);
-        float *dT = upf_(&a, tab, (size_t)local * Dh), *dTm = upf_(&a, tm, (size_t)local * Dh);
-        float *dTv = upf_(&a, tv, (size_t)local * Dh), *dRg = upf_(&a, rg, (size_t)nr * Dh);
-        int64_t *dR = up_(&a, rows, sizeof rows), *dU = up_(&a, upd0, sizeof upd0);
-        for (int t = 1; t <= 2; t++) {
-            AdamStep s = {.lr = 5e-2, .wd = 0.0, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .grad_scale = 1.0, .t = t};
-            be[k]->rows_adam(be[k], dT, dTm, dTv, dU, local, dR, nr, dRg, Dh, &s);
-        }
         fetch_(&o, k, &a, "adam p (3 steps)", dP, n, TOL32);
         fetch_(&o, k, &a, "adam m", dM, n, TOL32);
         fetch_(&o, k, &a, "adam v", dV, n, TOL32);
-        fetch_(&o, k, &a, "rows_adam table (2 steps)", dT, (size_t)local * Dh, TOL32);
-        fetch_(&o, k, &a, "rows_adam m", dTm, (size_t)local * Dh, TOL32);
-        fetch_(&o, k, &a, "rows_adam v", dTv, (size_t)local * Dh, TOL32);
-        down_(&a, upd[k], dU, sizeof upd0);
         arena_free_(&a);
     }
     compare_(&o);
     check_scalar_("sumsq", ss[0], ss[1], TOL32);
-    int same = !memcmp(upd[0], upd[1], sizeof upd0);
+    free(p), free(g), free(m), free(v);
+}
+
+/* The Engram tables on a backend, two layers held as a rank holds them (layer 0 from row 7 on):
+ * the owners' gather of scattered keys, the sums of gradient contributions (a self range in the
+ * middle, rows numbered by first contribution), and two steps of the lazy Adam over both layers. */
+static void tables_case_(Backend* be[2]) {
+    enum { L = 2, Dh = 24, NG = 61, NR = 40, NOWN = 13, NA = 17 };
+    const int64_t rows[L] = {60, 23}, first[L] = {7, 0}, local[L] = {50, 23};
+    const int64_t self_lo = 10, self_hi = 22;
+    float *tab[L], *tm[L], *tv[L];
+    int64_t upd0[L][50] = {{0}}, upd[2][L][50], gkeys[NG], akeys[NA], own_inv[NR];
+    for (int l = 0; l < L; l++) {
+        size_t n = (size_t)local[l] * Dh;
+        tab[l] = randn_(n, 1.0f), tm[l] = randn_(n, 0.1f), tv[l] = buf_(n);
+        for (size_t i = 0; i < n; i++) tv[l][i] = tm[l][i] * tm[l][i];
+        for (int r = 0; r < local[l]; r++) upd0[l][r] = r % 3;
+    }
+    for (int i = 0; i < NG; i++) {   // scattered, repeated, both layers
+        int l = i % 3 == 0;
+        gkeys[i] = ROWKEY(l, first[l] + (i * 37 + 11) % local[l]);
+    }
+    for (int i = 0; i < NA; i++)   // distinct: 7 is prime to 50, 5 to 23
+        akeys[i] = i < 10 ? ROWKEY(0, first[0] + (i * 7 + 3) % local[0]) : ROWKEY(1, ((i - 10) * 5 + 1) % local[1]);
+    for (int64_t i = 0, fresh = 0; i < NR; i++)   // a new row every third contribution, else an earlier one
+        own_inv[i] = fresh < NOWN && (i % 3 == 0 || fresh == 0) ? fresh++ : (i * 5) % fresh;
+    float *recv = randn_((size_t)NR * Dh, 1.0f), *self = randn_((size_t)(self_hi - self_lo) * Dh, 1.0f);
+    float* ag = randn_((size_t)NA * Dh, 1.0f);
+    Outs o = {0};
+    static char what[L][3][40];
+    for (int k = 0; k < 2; k++) {
+        Arena a = {.be = be[k]};
+        float *dT[L], *dM[L], *dV[L];
+        int64_t* dU[L];
+        int64_t n_rows[L];
+        memcpy(n_rows, rows, sizeof n_rows);
+        for (int l = 0; l < L; l++) {
+            size_t n = (size_t)local[l] * Dh;
+            dT[l] = upf_(&a, tab[l], n), dM[l] = upf_(&a, tm[l], n), dV[l] = upf_(&a, tv[l], n);
+            dU[l] = up_(&a, upd0[l], (size_t)local[l] * sizeof(int64_t));
+        }
+        EngramTables t = {.be = be[k], .n_layers = L, .Dh = Dh, .rows = n_rows, .first = (int64_t*)first,
+                          .local = (int64_t*)local, .table = dT, .m = dM, .v = dV, .updates = dU};
+        float* dOut = upf_(&a, NULL, (size_t)NG * Dh);
+        be[k]->tables_gather(be[k], &t, up_(&a, gkeys, sizeof gkeys), NG, dOut);
+        fetch_(&o, k, &a, "tables_gather", dOut, (size_t)NG * Dh, 0.0);
+        float* dOwn = upf_(&a, NULL, (size_t)NOWN * Dh);
+        be[k]->rows_sum_owned(be[k], dOwn, upf_(&a, recv, (size_t)NR * Dh),
+                              upf_(&a, self, (size_t)(self_hi - self_lo) * Dh), self_lo, self_hi,
+                              up_(&a, own_inv, sizeof own_inv), NR, Dh);
+        fetch_(&o, k, &a, "rows_sum_owned", dOwn, (size_t)NOWN * Dh, TOL32);
+        const int64_t* dK = up_(&a, akeys, sizeof akeys);
+        const float* dG = upf_(&a, ag, (size_t)NA * Dh);
+        for (int step = 1; step <= 2; step++) {
+            AdamStep s = {.lr = 5e-2, .wd = 0.0, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .grad_scale = 0.7, .t = step};
+            be[k]->rows_adam(be[k], &t, dK, NA, dG, &s);
+        }
+        for (int l = 0; l < L; l++) {
+            size_t n = (size_t)local[l] * Dh;
+            snprintf(what[l][0], 40, "rows_adam table %d (2 steps)", l);
+            snprintf(what[l][1], 40, "rows_adam m %d", l);
+            snprintf(what[l][2], 40, "rows_adam v %d", l);
+            fetch_(&o, k, &a, what[l][0], dT[l], n, TOL32);
+            fetch_(&o, k, &a, what[l][1], dM[l], n, TOL32);
+            fetch_(&o, k, &a, what[l][2], dV[l], n, TOL32);
+            down_(&a, upd[k][l], dU[l], (size_t)local[l] * sizeof(int64_t));
+        }
+        arena_free_(&a);
+    }
+    compare_(&o);
+    int same = 1;
+    for (int l = 0; l < L; l++) same &= !memcmp(upd[0][l], upd[1][l], (size_t)local[l] * sizeof(int64_t));
     printf("%-34s %s\n", "rows_adam update counts", same ? "equal ok" : "differ FAIL");
     failures_ += !same;
-    free(p), free(g), free(m), free(v), free(tab), free(rg), free(tm), free(tv);
+    for (int l = 0; l < L; l++) free(tab[l]), free(tm[l]), free(tv[l]);
+    free(recv), free(self), free(ag);
 }
 
 /* ---- collectives: expected values from a formula, at any P --------------------------------------- */
@@ -549,6 +605,7 @@ int main(int argc, char** argv) {
     moe_case_(be);
     rows_case_(be);
     optim_case_(be);
+    tables_case_(be);
     collectives_case_(&gpu);
     printf("rank %d of %d: %s\n", gpu.rank, gpu.size, failures_ ? "FAILED" : "all ops match the CPU backend");
     gpu.close(&gpu);

@@ -78,15 +78,19 @@ static void dump_state_(const Trainer* tr, const Comm* w, const char* path) {
     }
     free(logical);
     for (int l = 0; l < tr->model.hash.n_layers; l++) {
-        size_t rows = (size_t)t->rows[l], Dh = (size_t)t->Dh;
+        size_t rows = (size_t)t->rows[l], Dh = (size_t)t->Dh, bytes = (size_t)t->local[l] * Dh * 4;
         float* all = mallocCheck(rows * Dh * 4 + 4);
         int64_t* upd = mallocCheck(rows * 8 + 8);
-        const float* parts[3] = {t->table[l], t->m[l], t->v[l]};
-        for (int k = 0; k < 3; k++) {
-            gather_rows_(w, parts[k], t->local[l], (int)Dh, MPI_FLOAT, all);
+        float* parts[3] = {t->table[l], t->m[l], t->v[l]};
+        for (int k = 0; k < 3; k++) {   // the tables are backend memory too
+            float* h = backend_host_view(tr->be, parts[k], bytes, 1);
+            gather_rows_(w, h, t->local[l], (int)Dh, MPI_FLOAT, all);
+            backend_host_done(tr->be, h, parts[k], 0, 0);
             if (f) fwrite(all, 4, rows * Dh, f);
         }
-        gather_rows_(w, t->updates[l], t->local[l], 1, MPI_INT64_T, upd);
+        int64_t* hu = backend_host_view(tr->be, t->updates[l], (size_t)t->local[l] * 8, 1);
+        gather_rows_(w, hu, t->local[l], 1, MPI_INT64_T, upd);
+        backend_host_done(tr->be, hu, t->updates[l], 0, 0);
         for (size_t r = 0; f && r < rows; r++) {
             float u = (float)upd[r];
             fwrite(&u, 4, 1, f);

@@ -114,12 +114,16 @@ static void rows_adam_updates_only_the_listed_rows(void** state) {
     Backend be;
     backend_cpu_init(&be);
     const int local = 7, Dh = 3, n = 3;
-    const int64_t rows[3] = {5, 0, 3};
+    const int64_t keys[3] = {ROWKEY(0, 5), ROWKEY(0, 0), ROWKEY(0, 3)};
     float *tab = randn_((size_t)local * Dh, 9), *tab0 = randn_((size_t)local * Dh, 9), *gr = randn_((size_t)n * Dh, 10);
     float *m = calloc((size_t)local * Dh, sizeof(float)), *v = calloc((size_t)local * Dh, sizeof(float));
     int64_t upd[7] = {0, 0, 0, 2, 0, 0, 0};
     AdamStep s = {.lr = 5e-2, .wd = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .grad_scale = 1.0, .t = 1};
-    be.rows_adam(&be, tab, m, v, upd, local, rows, n, gr, Dh, &s);
+    int64_t n_rows = local, first = 0;
+    int64_t* updp = upd;
+    EngramTables t = {.be = &be, .n_layers = 1, .Dh = Dh, .rows = &n_rows, .first = &first, .local = &n_rows,
+                      .table = &tab, .m = &m, .v = &v, .updates = &updp};
+    be.rows_adam(&be, &t, keys, n, gr, &s);
     for (int r = 0; r < local; r++) {
         int i = r == 5 ? 0 : r == 0 ? 1 : r == 3 ? 2 : -1;
         assert_int_equal(upd[r], (i >= 0) + (r == 3 ? 2 : 0));
