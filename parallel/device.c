@@ -73,6 +73,18 @@ static void mpi_close_(Backend* be) {
     be->impl = NULL;
 }
 
+static Backend* mpi_group_(Backend* be, int color, int key) {
+    Backend* g = mallocCheck(sizeof *g);
+    *g = *be;   // the same memory and ops; only the communicator differs
+    MPI_Comm* c = mallocCheck(sizeof(MPI_Comm));
+    mpiCheck(MPI_Comm_split(mpi_comm_(be), color, key, c));
+    g->impl = c;
+    mpiCheck(MPI_Comm_rank(*c, &g->rank));
+    mpiCheck(MPI_Comm_size(*c, &g->size));
+    g->group = NULL;
+    return g;
+}
+
 int device_open(Backend* be, int device, int precision, MPI_Comm comm, char* err, size_t n) {
     if (device_probe(device, err, n) != 0) return -1;
 #ifdef ENGRAM_HAVE_CUDA
@@ -87,6 +99,7 @@ int device_open(Backend* be, int device, int precision, MPI_Comm comm, char* err
     mpiCheck(MPI_Comm_size(*c, &be->size));
     be->allreduce_sum = mpi_allreduce_sum_;
     be->alltoallv = mpi_alltoallv_;
+    be->group = mpi_group_;
     be->close = mpi_close_;
     const char* guard = getenv("ENGRAM_GUARD_BACKEND");   // tests: the model touches memory only via be
     if (guard && guard[0] == '1') backend_guard_wrap(be);

@@ -75,10 +75,10 @@ static void split_(ExpertExchange* x, ExpertSlot* s, const long* off) {
     for (int64_t j = 0; j < s->Rr; j++) s->iperm[s->perm[j]] = j;
     s->perm_d = backend_device_view(x->be, s->perm, (size_t)s->Rr * sizeof(int64_t), 1);
     s->iperm_d = backend_device_view(x->be, s->iperm, (size_t)s->Rr * sizeof(int64_t), 1);
-    // the counts in bytes at the peers' world ranks, for be->alltoallv over the world
+    // the counts in bytes at the peers' ranks in the backend that moves the rows (group or world)
     const size_t row = (size_t)x->D * sizeof(float);
     for (int q = 0; q < EP; q++) {
-        int wr = x->group * EP + q;
+        int wr = x->xbase + q;
         s->sbytes[wr] = (size_t)s->scount[q] * row, s->sboff[wr] = (size_t)s->sdispl[q] * row;
         s->rbytes[wr] = (size_t)s->rcount[q] * row, s->rboff[wr] = (size_t)s->rdispl[q] * row;
     }
@@ -102,7 +102,7 @@ static float* dispatch_(void* ctx, int slot, int backward, const float* X, const
     Backend* be = x->be;
     double t0 = engram_now();
     if (!backward) split_(x, s, off);
-    be->alltoallv(be, X, s->sbytes, s->sboff, s->stage, s->rbytes, s->rboff);
+    x->xbe->alltoallv(x->xbe, X, s->sbytes, s->sboff, s->stage, s->rbytes, s->rboff);
     count_rows_(x, s->R - s->scount[x->pos], s->Rr - s->rcount[x->pos]);
     float* dst = backward ? s->gr : s->xr;
     be->rows_expand(be, dst, s->stage, s->perm_d, NULL, (size_t)s->Rr, x->D);   // source order → expert order
@@ -118,7 +118,7 @@ static void combine_(void* ctx, int slot, const float* Yr, float* Y) {
     double t0 = engram_now();
     be->rows_expand(be, s->stage, Yr, s->iperm_d, NULL, (size_t)s->Rr, x->D);   // expert order → source order
     // the dispatch's split reversed: what came from a peer goes back to it, into its packed order
-    be->alltoallv(be, s->stage, s->rbytes, s->rboff, Y, s->sbytes, s->sboff);
+    x->xbe->alltoallv(x->xbe, s->stage, s->rbytes, s->rboff, Y, s->sbytes, s->sboff);
     count_rows_(x, s->Rr - s->rcount[x->pos], s->R - s->scount[x->pos]);
     x->st.seconds += engram_now() - t0;
 }
@@ -137,6 +137,10 @@ void expert_exchange_init(ExpertExchange* x, const Comm* world, Backend* be, int
     x->E = E, x->D = D, x->epr = (int)shard_block_rows(E, ep);
     mpiCheck(MPI_Comm_split(world->comm, x->group, world->rank, &x->group_comm));
     mpiCheck(MPI_Comm_split(world->comm, x->pos, world->rank, &x->replica_comm));
+    // rows move among the group only: an MPI_Alltoallv over the world would meet every rank
+    x->gbe = be->group ? be->group(be, x->group, world->rank) : NULL;
+    x->xbe = x->gbe ? x->gbe : be;
+    x->xbase = x->gbe ? 0 : x->group * ep;
     mpiCheck(MPI_Type_contiguous(D, MPI_FLOAT, &x->row_t));
     mpiCheck(MPI_Type_commit(&x->row_t));
     int64_t first, count;
@@ -150,8 +154,9 @@ void expert_exchange_init(ExpertExchange* x, const Comm* world, Backend* be, int
         s->rcount = callocCheck(ep, sizeof(int)), s->rdispl = callocCheck(ep, sizeof(int));
         s->sexp = callocCheck((size_t)ep * x->epr, sizeof(int)), s->rexp = callocCheck((size_t)ep * x->epr, sizeof(int));
         s->roff = callocCheck((size_t)x->epr + 1, sizeof(long));
-        s->sbytes = callocCheck(world->size, sizeof(size_t)), s->sboff = callocCheck(world->size, sizeof(size_t));
-        s->rbytes = callocCheck(world->size, sizeof(size_t)), s->rboff = callocCheck(world->size, sizeof(size_t));
+        const int xn = x->xbe->size;
+        s->sbytes = callocCheck(xn, sizeof(size_t)), s->sboff = callocCheck(xn, sizeof(size_t));
+        s->rbytes = callocCheck(xn, sizeof(size_t)), s->rboff = callocCheck(xn, sizeof(size_t));
     }
 }
 
@@ -165,6 +170,7 @@ void expert_exchange_free(ExpertExchange* x) {
         free(s->perm), free(s->iperm);
     }
     free(x->slot);
+    if (x->gbe) x->gbe->close(x->gbe), free(x->gbe);
     MPI_Type_free(&x->row_t);
     MPI_Comm_free(&x->group_comm);
     MPI_Comm_free(&x->replica_comm);

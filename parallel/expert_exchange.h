@@ -14,7 +14,8 @@
  * not counted as wire bytes.
  *
  * The counts travel with MPI on the host (control); the rows are the backend's memory and move with
- * be->alltoallv over the world (zero bytes to ranks outside the group), regrouped by be->rows_expand
+ * the backend's alltoallv over the group (be->group; where a backend has none, over the world with zero
+ * bytes to ranks outside the group), regrouped by be->rows_expand
  * through the permutation (on the device once per layer and forward).
  *
  * Not here: the experts' math (src/moe.c sees this file only through its MoeRoute hook), dense
@@ -59,6 +60,10 @@ typedef struct {
 typedef struct {
     const Comm* world;
     Backend* be;              // the rows' memory; its world is world's ranks
+    Backend* gbe;             // be over this group's EP ranks (be->group), or NULL: be itself moves
+                              // the rows, over the world with zero bytes outside the group
+    Backend* xbe;             // the one that moves rows: gbe, else be
+    int xbase;                // group peer q is rank xbase + q of xbe
     int ep, pos, group;       // group size, this rank's position in its group, the group's index
     MPI_Comm group_comm;      // the EP ranks of this group
     MPI_Comm replica_comm;    // the ranks holding the same experts (one per group)

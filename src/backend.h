@@ -155,6 +155,12 @@ struct Backend {
     void (*alltoallv)(Backend* be, const void* send, const size_t* scounts, const size_t* sdispls, void* recv,
                       const size_t* rcounts, const size_t* rdispls);
 
+    /* A backend for the same device and memory whose collectives run over a sub-group of the world
+     * (MPI_Comm_split's color and key; collective over the world). Free it with g->close(g) and
+     * free(g). NULL where a world-wide alltoallv with zero bytes outside the group costs nothing
+     * (NCCL's grouped send/recv skips empty pairs); MPI_Alltoallv would meet every rank. */
+    Backend* (*group)(Backend* be, int color, int key);
+
     void (*close)(Backend* be);   // frees the implementation's state (not the buffers it handed out)
 };
 

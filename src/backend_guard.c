@@ -184,6 +184,18 @@ static void guard_close_(Backend* be) {
     be->impl = NULL;
 }
 
+/* The inner backend's group, guarded the same way (the guarded ops reach it through impl). */
+static Backend* guard_group_(Backend* be, int color, int key) {
+    Backend* in = inner_(be);
+    Backend* ig = in->group(in, color, key);
+    Backend* g = mallocCheck(sizeof *g);
+    *g = *be;
+    g->impl = ig;
+    g->rank = ig->rank, g->size = ig->size;
+    g->group = NULL;
+    return g;
+}
+
 void backend_guard_wrap(Backend* be) {
     Backend* in = mallocCheck(sizeof *in);
     *in = *be;
@@ -203,5 +215,6 @@ void backend_guard_wrap(Backend* be) {
     SET_(rows_reduce), SET_(sumsq), SET_(adam), SET_(tables_gather), SET_(rows_sum_owned);
     SET_(rows_adam), SET_(allreduce_sum), SET_(alltoallv);
 #undef SET_
+    be->group = in->group ? guard_group_ : NULL;
     be->close = guard_close_;
 }

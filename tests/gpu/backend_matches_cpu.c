@@ -565,6 +565,13 @@ static void collectives_case_(Backend* gpu) {
     check_(what, exp, got, rt / 4, 0.0);
     arena_free_(&a);
     free(buf), free(want), free(sc), free(sd), free(rc), free(rd), free(snd), free(exp), free(got);
+    if (gpu->group && strcmp(gpu->name, "group") != 0) {   // the same over groups of two consecutive ranks
+        Backend* g = gpu->group(gpu, r / 2, r);
+        g->name = "group";
+        collectives_case_(g);
+        g->close(g);
+        free(g);
+    }
 }
 
 /* --cpu-vs-cpu runs the whole harness with the CPU backend on both sides: every op comparison is then
