@@ -23,7 +23,7 @@ static const Command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
     {"hash", cmd_hash, "rows an n-gram maps to: engram hash CONFIG (--text STR | --ids=LIST) [--json]"},
     {"config", cmd_config, "print the resolved config, or every key: engram config CONFIG [key=value ...] | --keys"},
-    {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash|tokenize|train|exchange"},
+    {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash|tokenize|train|exchange|experts|checkpoint"},
 };
 #define N_COMMANDS ((int)(sizeof(COMMANDS) / sizeof(COMMANDS[0])))
 
