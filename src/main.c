@@ -19,9 +19,9 @@ static const Command COMMANDS[] = {
     {"train", cmd_train, "train (or resume) a model: engram train CONFIG [key=value ...]"},
     {"eval", cmd_eval, "validation loss of a checkpoint: engram eval CHECKPOINT [--data GLOB]"},
     {"sweep", cmd_sweep, "rho-allocation sweeps: engram sweep plan|run|report ..."},
-    {"inspect", cmd_inspect, "show a checkpoint: engram inspect CHECKPOINT [--tensor NAME [--slice A:B]] [--ngram TEXT] [--json]"},
+    {"inspect", cmd_inspect, "show a checkpoint: engram inspect CHECKPOINT [--tensor NAME [--slice A:B]] [--ngram TEXT [--world-size P]] [--json]"},
     {"tokenize", cmd_tokenize, "tokenize text into shards: engram tokenize --tokenizer FILE --out DIR TEXT..."},
-    {"hash", cmd_hash, "rows an n-gram maps to: engram hash CONFIG (--text STR | --ids=LIST) [--json]"},
+    {"hash", cmd_hash, "rows an n-gram maps to: engram hash CONFIG (--text STR | --ids=LIST) [--json] [--world-size P]"},
     {"config", cmd_config, "print the resolved config, or every key: engram config CONFIG [key=value ...] | --keys"},
     {"bench", cmd_bench, "benchmarks, JSON out: engram bench hash|tokenize|train|exchange|experts|checkpoint"},
 };
