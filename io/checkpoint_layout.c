@@ -123,7 +123,7 @@ typedef struct {
     const void* src;
     size_t nbytes;
     uint64_t first_word;
-    uint64_t* sum;         // added to; read by the caller only after ckpt_summer_wait
+    uint64_t* sum;         // added to (NULL: copy only); read by the caller only after ckpt_summer_wait
     int bounce;            // the bounce buffer src is (freed when done), or -1
 } SumJob_;
 
@@ -145,6 +145,14 @@ static void* bounce_(int i) {
     return buf[i];
 }
 
+/* A job's work: the checksum (and the copy, if dst), or the copy alone where no sum is wanted (a
+ * bounced piece of rows another rank checks). */
+static uint64_t job_work_(const SumJob_* j) {
+    if (j->sum) return ckpt_copy_checksum(j->dst, j->src, j->nbytes, j->first_word);
+    memcpy(j->dst, j->src, j->nbytes);
+    return 0;
+}
+
 static void* summer_main_(void* arg) {
     CkSummer* sm = arg;
     pthread_mutex_lock(&sm->mu);
@@ -153,9 +161,9 @@ static void* summer_main_(void* arg) {
         if (sm->head == sm->tail) break;
         SumJob_ j = sm->jobs[sm->head % N_JOBS_];
         pthread_mutex_unlock(&sm->mu);
-        uint64_t k = ckpt_copy_checksum(j.dst, j.src, j.nbytes, j.first_word);
+        uint64_t k = job_work_(&j);
         pthread_mutex_lock(&sm->mu);
-        *j.sum += k;   // + is commutative mod 2^64: the order of jobs never changes a sum
+        if (j.sum) *j.sum += k;   // + is commutative mod 2^64: the order of jobs never changes a sum
         if (j.bounce >= 0) sm->bounce_busy[j.bounce] = 0;
         sm->head++;
         pthread_cond_broadcast(&sm->cv);
@@ -199,18 +207,17 @@ void ckpt_summer_stop(CkSummer* sm) {
 /* Queue a checksum (and copy, for a bounced read): NULL summer, or nothing to do: now, inline. */
 static void summer_add_(CkSummer* sm, void* dst, const void* src, size_t nbytes, uint64_t first_word, uint64_t* sum,
                         int bounce) {
+    const SumJob_ j = {dst, src, nbytes, first_word, sum, bounce};
     if (!sm) {
-        uint64_t k = ckpt_copy_checksum(dst, src, nbytes, first_word);
+        uint64_t k = job_work_(&j);
         if (sum) *sum += k;
         return;
     }
-    uint64_t ignored = 0;
     pthread_mutex_lock(&sm->mu);
     while (sm->tail - sm->head == N_JOBS_) pthread_cond_wait(&sm->cv, &sm->mu);
-    sm->jobs[sm->tail++ % N_JOBS_] = (SumJob_){dst, src, nbytes, first_word, sum ? sum : &ignored, bounce};
+    sm->jobs[sm->tail++ % N_JOBS_] = j;
     pthread_cond_broadcast(&sm->cv);
     pthread_mutex_unlock(&sm->mu);
-    if (!sum) ckpt_summer_wait(sm);   // the copy must be done before `ignored` goes out of scope (rare)
 }
 
 /* A free bounce buffer's index (waits for the summer to empty one); marked busy. */
