@@ -82,7 +82,7 @@ static const ConfigKey KEYS[] = {
     {"train.max_bad_steps", KEY_INT, OFF(train.max_bad_steps), "5", 1, INT_MAX, NULL, "non-finite steps in a row before the run stops"},
     {"checkpoint.every", KEY_INT, OFF(checkpoint.every), "100", 0, INT_MAX, NULL, "steps between checkpoints; 0 = only at the end"},
     {"checkpoint.keep", KEY_INT, OFF(checkpoint.keep), "3", 1, INT_MAX, NULL, "newest checkpoints kept"},
-    {"parallel.device", KEY_ENUM, OFF(parallel.device), "cpu", 0, 0, "cpu|cuda", "compute device; cuda needs a -DENGRAM_CUDA=ON build and a GPU, and engram train refuses it until the model runs there (docs/gpu.md)"},
+    {"parallel.device", KEY_ENUM, OFF(parallel.device), "cpu", 0, 0, "cpu|cuda", "compute device; cuda needs a -DENGRAM_CUDA=ON build and a GPU (one rank per GPU), and is refused without them; the CUDA path has never run on a GPU and engram train says so (docs/gpu.md)"},
     {"parallel.expert_parallel", KEY_INT, OFF(parallel.expert_parallel), "1", 1, 1 << 20, NULL, "ranks the routed experts are sharded over (divides the world size; experts need not divide by it); 1 = replicated"},
     {"sweep.rhos", KEY_F64LIST, OFF(sweep.rhos), "[]", 0, 1, NULL, "ρ values of a sweep (share of the sparse budget held by routed experts)"},
     {"sweep.total_params", KEY_I64, OFF(sweep.total_params), "0", 0, 4e18, NULL, "P_tot target of a sweep"},
