@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A checkpoint being written when the job dies is never loaded and never replaces a good one.
 # tests/mpi/ckpt_train.c kill-loop saves, at 2 ranks, checkpoints whose every value is a function
-# of the step, back to back; this script SIGKILLs one rank at a random moment, 6 times. After each
+# of the step, back to back; this script SIGKILLs one rank at a random moment, 6 times (and on, up
+# to 20, until a kill has landed inside a save: saves are fast, most moments fall between). After each
 # kill `latest` must load (at P=1 here, and at P=2 when the next victim starts) with every value
 # exactly that of its step. A clean run afterwards removes the leftover .tmp files and keeps only
 # checkpoint.keep = 2 checkpoints.
@@ -13,8 +14,10 @@ cfg=$here/configs/ckpt_kill.yaml
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 dir=$tmp/ck
 mkdir -p "$dir"
-during=0
-for i in 1 2 3 4 5 6; do
+during=0 kills=0
+for i in $(seq 20); do
+  (( kills >= 6 && during >= 1 )) && break
+  kills=$i
   rm -f "$dir"/pid.*
   "$mpirun" -np 2 "$bin" kill-loop "$cfg" "$dir" > "$tmp/log" 2>&1 &
   job=$!
@@ -30,7 +33,7 @@ for i in 1 2 3 4 5 6; do
   echo "kill $i: rank $victim SIGKILLed; $(cat "$dir/latest" | tr -d '\n') is latest; $tmps unfinished .tmp file(s) left"
   "$bin" check "$cfg" "$dir" || { echo "FAIL: latest does not load after kill $i"; exit 1; }
 done
-echo "$during of 6 kills landed while a checkpoint was being written"
+echo "$during of $kills kills landed while a checkpoint was being written"
 "$mpirun" -np 2 "$bin" kill-loop "$cfg" "$dir" --max-saves 1 | grep -v '^$'
 left=$(find "$dir" -name '*.tmp' | wc -l)
 kept=$(find "$dir" -name 'step_*.h5' | wc -l)
