@@ -340,7 +340,7 @@ int checkpoint_save(const Trainer* dev, const Config* c, const Compression* comp
         CkSet* sets = NULL;
         int n = ckpt_layout(tr, &sets);
         write_metadata_(&w, tr, c, comp, st, created);
-        w.sm = ckpt_summer_start();
+        w.sm = ckpt_summer_start(comm_cores(tr->comm));
         write_tensors_(&w, tr, c, sets, n);
         ckpt_summer_stop(w.sm);
         free(sets);

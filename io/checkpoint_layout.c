@@ -172,7 +172,8 @@ static void* summer_main_(void* arg) {
     return NULL;
 }
 
-CkSummer* ckpt_summer_start(void) {
+CkSummer* ckpt_summer_start(int cores) {
+    if (cores < 2) return NULL;
     CkSummer* sm = callocCheck(1, sizeof *sm);
     pthread_mutex_init(&sm->mu, NULL);
     pthread_cond_init(&sm->cv, NULL);

@@ -66,9 +66,11 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
 #define CKPT_READ_PIECE_BYTES ((size_t)4 << 20)
 
 /* A thread that takes checksums (and copies bounced reads into place) while the caller moves the
- * next piece: on a core left free, the checksums cost no time. */
+ * next piece: on a core left free, the checksums cost no time. On one core it only takes turns with
+ * the caller (2 ranks bound to 2 cores loaded 200 MB in 0.035 s with it, 0.032 s inline), so it
+ * starts only where cores (comm_cores) is 2 or more. */
 typedef struct CkSummer CkSummer;
-CkSummer* ckpt_summer_start(void);      // NULL if no thread can be made: everything then runs inline
+CkSummer* ckpt_summer_start(int cores); // NULL (everything then runs inline) below 2 cores or if no thread can be made
 void ckpt_summer_wait(CkSummer* sm);    // every queued job done: the sums are complete
 void ckpt_summer_stop(CkSummer* sm);    // wait, end the thread, free (NULL: nothing)
 

@@ -1,7 +1,11 @@
 /*
  * comm.c — MPI start-up and error reporting (comm.h).
  */
+#define _GNU_SOURCE   // sched_getaffinity, CPU_COUNT
 #include "comm.h"
+
+#include <sched.h>
+#include <unistd.h>
 
 void mpi_check_at(int rc, const char* file, int line) {
     if (rc == MPI_SUCCESS) return;
@@ -21,6 +25,20 @@ void comm_init(Comm* c, int* argc, char*** argv) {
     mpiCheck(MPI_Comm_dup(MPI_COMM_WORLD, &c->comm));
     mpiCheck(MPI_Comm_rank(c->comm, &c->rank));
     mpiCheck(MPI_Comm_size(c->comm, &c->size));
+    MPI_Comm node;
+    mpiCheck(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+    mpiCheck(MPI_Comm_size(node, &c->node_size));
+    MPI_Comm_free(&node);
+}
+
+int comm_cores(const Comm* c) {
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    const int ranks = c && c->node_size > 0 ? c->node_size : 1;
+    cpu_set_t mask;
+    long mine = online;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0) mine = CPU_COUNT(&mask);
+    long cores = mine < online ? mine : online / ranks;   // bound (mpirun binds to cores at small P) or shared
+    return cores >= 1 ? (int)cores : 1;
 }
 
 void comm_free(Comm* c) {

@@ -126,7 +126,8 @@ static void misaligned_read_equals_written(void** state) {
     char* dst = callocPagesCheck((size_t)rows * cols * 4 + 64, 1);
     const int64_t ranges[][2] = {{0, rows}, {5, rows - 10}, {3, 400}};   // whole, most, one small piece
     const int shifts[] = {0, 4, 16, 60};                             // 0: direct; others: through the bounce buffer
-    CkSummer* sm = ckpt_summer_start();
+    assert_null(ckpt_summer_start(1));   // on one core: inline
+    CkSummer* sm = ckpt_summer_start(2);
     assert_non_null(sm);
     for (size_t r = 0; r < sizeof ranges / sizeof *ranges; r++)
         for (size_t k = 0; k < 2 * sizeof shifts / sizeof *shifts; k++) {   // inline, then on the summer thread
