@@ -58,6 +58,16 @@ char* engram_read_file(const char* path, size_t* n);
 /* Wall-clock seconds from a monotonic clock, for benchmarks and progress lines. */
 double engram_now(void);
 
+/* Hot element-wise loops (ops.c, optim.c): an AVX2+FMA clone next to the baseline x86-64 one,
+ * chosen at load time (GCC/Clang function multi-versioning), so the default build still runs on any
+ * x86-64 node. Not under ThreadSanitizer: the clones' resolvers run before its runtime starts and
+ * crash the program before main. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENGRAM_NO_CLONES) && !defined(__SANITIZE_THREAD__)
+#define ENGRAM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ENGRAM_SIMD_CLONES
+#endif
+
 /* Loops that visit scattered rows (table gathers, per-row sums) ask for the row they will visit
  * this many iterations later: the loads then overlap instead of each waiting its cache miss. */
 #define ENGRAM_PREFETCH_AHEAD 12

@@ -13,14 +13,6 @@
 
 #include "common.h"
 
-/* Hot element-wise loops: an AVX2+FMA clone next to the baseline x86-64 one, chosen at load time
- * (GCC/Clang function multi-versioning), so the default build still runs on any x86-64 node. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENGRAM_NO_CLONES)
-#define ENGRAM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ENGRAM_SIMD_CLONES
-#endif
-
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 double ops_gemm_seconds = 0.0;

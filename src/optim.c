@@ -26,13 +26,6 @@ double optim_clip_scale(double norm, double clip) {
     return k < 1.0 ? k : 1.0;
 }
 
-/* Hot loops: an AVX2+FMA clone next to the baseline x86-64 one, chosen at load time, as in ops.c. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENGRAM_NO_CLONES)
-#define ENGRAM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ENGRAM_SIMD_CLONES
-#endif
-
 typedef struct {
     double lr, wd, b1, b2, eps, bc1, bc2, scale;
 } AdamConsts;
