@@ -15,7 +15,8 @@
  *    several times more: a baseline that reuses freed pages against saves that never do is not a
  *    comparison of I/O code), and both read a file they just wrote (warm cache);
  *  - memory: the plain write sends, and the plain read fills, one buffer of the file's size (the
- *    checkpoint's bytes come from and go to the Trainer's buffers, not one hot 8 MB block), page
+ *    checkpoint's bytes come from and go to the Trainer's buffers, not one hot 8 MB block), from
+ *    the allocator of the Trainer's buffers (callocPagesCheck: huge pages where allowed), page
  *    aligned: the kernel's copy between page cache and a buffer misaligned to the file offset runs
  *    several times slower on some CPUs (AMD Zen, rep movsb), and the baseline should be the fast case;
  *  - CPU: while rank 0 runs the plain pair the other ranks sleep (no MPI busy-polling).
@@ -114,8 +115,7 @@ int bench_checkpoint_main(int argc, char** argv) {
         struct stat sb;
         if (stat(prev, &sb)) engram_fail("bench checkpoint: %s vanished", prev);
         bytes = (size_t)sb.st_size;
-        buf = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
-        if (!buf) engram_fail("bench checkpoint: out of memory for %zu bytes", bytes);
+        buf = callocPagesCheck(bytes, 1);   // as the Trainer's buffers: page-aligned, huge pages where allowed
         for (size_t i = 0; i < bytes; i++) buf[i] = (char)(i * 131 + 7);
     }
     for (int r = 1; r <= reps; r++) {

@@ -4,6 +4,8 @@
  */
 #include "common.h"
 
+#include <sys/mman.h>
+
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -67,7 +69,14 @@ void* engram_calloc_at(size_t count, size_t size, const char* file, int line) {
 void* engram_calloc_pages_at(size_t count, size_t size, const char* file, int line) {
     size_t n = (count ? count : 1) * (size ? size : 1);
     void* p = NULL;
-    if (posix_memalign(&p, 4096, n)) oom_(n, file, line);
+    // 2 MiB and more: transparent huge pages where the system allows them on request (the Engram
+    // tables, moments and exchange buffers are visited row by row at scattered places, where 4 KiB
+    // pages miss the TLB; P = 2 exchange: rows 0.36 vs 0.42 ms, gradients 0.25 vs 0.33 ms)
+    const size_t huge = (size_t)2 << 20;
+    if (n >= huge) {
+        if (posix_memalign(&p, huge, n)) oom_(n, file, line);
+        madvise(p, n, MADV_HUGEPAGE);   // advice: where THP is off it changes nothing
+    } else if (posix_memalign(&p, 4096, n)) oom_(n, file, line);
     memset(p, 0, n);
     return p;
 }

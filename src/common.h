@@ -41,7 +41,8 @@ void* engram_realloc_at(void* p, size_t n, const char* file, int line);
 char* engram_strdup_at(const char* s, const char* file, int line);
 /* Zeroed, 4 KiB-aligned (release with free): for the large flat buffers that files are read into.
  * The kernel's copy from the page cache runs ~5x slower into a destination that is not 64-byte
- * aligned like the file offset (rep movsb on AMD Zen), and a checkpoint's datasets start on 4 KiB. */
+ * aligned like the file offset (rep movsb on AMD Zen), and a checkpoint's datasets start on 4 KiB.
+ * From 2 MiB on: 2 MiB-aligned, with transparent huge pages requested (madvise). */
 void* engram_calloc_pages_at(size_t count, size_t size, const char* file, int line);
 #define mallocCheck(n) engram_malloc_at((n), __FILE__, __LINE__)
 #define callocCheck(c, s) engram_calloc_at((c), (s), __FILE__, __LINE__)
