@@ -91,8 +91,8 @@ void exchange_free(Exchange* ex) {
         if (p->req != MPI_REQUEST_NULL) MPI_Wait(&p->req, MPI_STATUS_IGNORE);
         plan_free_(p);
     }
-    for (int l = 0; l < ex->n_stamped; l++) free(ex->stamp[l]), free(ex->slot[l]);
-    free(ex->stamp), free(ex->slot);
+    for (int l = 0; l < ex->n_stamped; l++) free(ex->mark[l]);
+    free(ex->mark);
     MPI_Type_free(&ex->row_t);
     Backend* be = ex->be;
     if (ex->srows) be->free(be, ex->srows), be->free(be, ex->rrows), be->free(be, ex->own_grads);
@@ -118,12 +118,10 @@ static void plan_group_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const E
     if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing)
         ex->tab = t;
         ex->n_stamped = t->n_layers;
-        ex->stamp = callocCheck(t->n_layers, sizeof(int64_t*));
-        ex->slot = callocCheck(t->n_layers, sizeof(int64_t*));
+        ex->mark = callocCheck(t->n_layers, sizeof(ExchangeMark*));
         for (int l = 0; l < t->n_layers; l++) {
-            ex->stamp[l] = mallocCheck(((size_t)t->local[l] + 1) * sizeof(int64_t));
-            ex->slot[l] = mallocCheck(((size_t)t->local[l] + 1) * sizeof(int64_t));
-            for (int64_t r = 0; r < t->local[l]; r++) ex->stamp[l][r] = -1;
+            ex->mark[l] = mallocCheck(((size_t)t->local[l] + 1) * sizeof(ExchangeMark));
+            for (int64_t r = 0; r < t->local[l]; r++) ex->mark[l][r].stamp = -1;
         }
     }
     p->stage = 0;
@@ -181,22 +179,20 @@ static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
         if (i + ENGRAM_PREFETCH_AHEAD < n) {   // stamps of rows scattered over the tables
             const int64_t k = p->rkeys[i + ENGRAM_PREFETCH_AHEAD];
             const int64_t rk = ROWKEY_ROW(k) - t->first[ROWKEY_LAYER(k)];
-            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) {
-                __builtin_prefetch(&ex->stamp[ROWKEY_LAYER(k)][rk]);
-                __builtin_prefetch(&ex->slot[ROWKEY_LAYER(k)][rk]);
-            }
+            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) __builtin_prefetch(&ex->mark[ROWKEY_LAYER(k)][rk]);
         }
         int l = ROWKEY_LAYER(p->rkeys[i]);
         int64_t r = ROWKEY_ROW(p->rkeys[i]) - t->first[l];
         if (r < 0 || r >= t->local[l])
             engram_die("this is a bug: a rank was asked for a row it does not own", "row %lld of layer %d",
                        (long long)ROWKEY_ROW(p->rkeys[i]), l);
-        if (ex->stamp[l][r] != stamp) {
-            ex->stamp[l][r] = stamp;
-            ex->slot[l][r] = p->n_own;
+        ExchangeMark* mk = &ex->mark[l][r];
+        if (mk->stamp != stamp) {
+            mk->stamp = stamp;
+            mk->slot = p->n_own;
             p->own_keys[p->n_own++] = p->rkeys[i];
         }
-        p->own_inv[i] = ex->slot[l][r];
+        p->own_inv[i] = mk->slot;
     }
 }
 

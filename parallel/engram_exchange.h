@@ -38,6 +38,13 @@ typedef struct {
     double seconds;         // time inside the exchange calls this step
 } ExchangeStats;
 
+/* An owner's note on one of its rows, for the dedup of what it is asked: both halves in one 16-byte
+ * cell, so a request costs one cache miss, not two. */
+typedef struct {
+    int64_t stamp;          // plan number that last saw the row
+    int64_t slot;           // its index in own_keys for that plan
+} ExchangeMark;
+
 /* Who asks whom for which rows, for one step. Built in stages so that the next step's plan can be
  * posted with nonblocking MPI while this step computes (ARCHITECTURE.md §2). */
 typedef struct {
@@ -67,9 +74,8 @@ typedef struct {
     ExchangePlan plan[2];   // this step's and the next step's
     int cur;                // plan[cur] is this step's
     const EngramTables* tab;   // the local tables (row ranges), set by the first plan
-    int n_stamped;          // layers of stamp/slot (the tables may be freed before the exchange)
-    int64_t** stamp;        // [n_layers] → [local rows] plan number that last saw the row
-    int64_t** slot;         // [n_layers] → [local rows] its index in own_keys for that plan
+    int n_stamped;          // layers of mark (the tables may be freed before the exchange)
+    ExchangeMark** mark;    // [n_layers] → [local rows] the plan that last saw the row, and its slot
     int64_t plans;          // plans made so far (the stamp of the newest)
     // be's memory, sized for this step's plan (kept from step to step)
     float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order:
