@@ -19,8 +19,8 @@
  * itself (MPI copies them locally); the exchange moves those with its own copies instead. Neither
  * side includes the optimizer's update of the rows (optimizer compute, not exchange). In training
  * the plan runs during the previous step's compute; rows and grads are what a step waits for.
- * Buffers of both sides come from the same allocator (page-aligned) and are touched before timing. One JSON line on rank 0;
- * ENGRAM_BENCH_REPS sets the repetitions (default 40).
+ * Buffers of both sides come from the same allocator (page-aligned) and are touched before timing.
+ * One JSON line on rank 0; ENGRAM_BENCH_REPS sets the repetitions (default 40).
  *
  * Not here: correctness (tests/mpi/), single-rank compute speed (bench train).
  */

@@ -1,5 +1,5 @@
 /*
- * comm.c — MPI start-up and error reporting (comm.h).
+ * comm.c — MPI start-up, error reporting, and the CPUs a rank can count on (comm.h).
  */
 #define _GNU_SOURCE   // sched_getaffinity, CPU_COUNT
 #include "comm.h"

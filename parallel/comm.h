@@ -1,6 +1,7 @@
 /*
- * comm.h — the MPI world every rank runs in: start-up, shut-down, the rank-0 print macro, and the
- * mpiCheck macro that turns an MPI error into a message with file, line and a hint.
+ * comm.h — the MPI world every rank runs in: start-up, shut-down, the ranks sharing a node and the
+ * CPUs a rank can count on, the rank-0 print macro, and the mpiCheck macro that turns an MPI error
+ * into a message with file, line and a hint.
  *
  * Not here: exchanges and gradient sync (their own files in parallel/), anything touching files.
  */
