@@ -17,13 +17,16 @@ typedef struct {
     int size;        // P
     MPI_Comm comm;   // the world (a duplicate, so library traffic never mixes with ours)
     int node_size;   // ranks of the world on this rank's node (shared memory); 0: not known (1)
+    int cores;       // CPUs this rank can count as its own (comm_cores); 0: not known
 } Comm;
 
 void comm_init(Comm* c, int* argc, char*** argv);
 void comm_free(Comm* c);
-/* CPUs this rank can count as its own (c NULL: a lone process): those of its affinity mask where
- * it is bound to fewer than the node's, else the node's shared among the ranks on it. At least 1.
- * A helper thread pays off only where this is 2 or more; on fewer it takes turns with the rank. */
+/* CPUs this rank can count as its own: those it may run on (its affinity mask: where mpirun or
+ * srun bound it, or the job's cpuset) divided by the ranks of its node that may run on any of them
+ * too (itself included), at least 1. c NULL, or a Comm not made by comm_init: the mask alone (a lone
+ * process). A helper thread pays off only where this is 2 or more; on fewer it takes turns with the
+ * rank. */
 int comm_cores(const Comm* c);
 
 void mpi_check_at(int rc, const char* file, int line);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # comm_cores (parallel/comm.c), which decides whether a checkpoint's checksum thread has a core of
 # its own: a rank bound to one CPU counts 1; unbound ranks share the CPUs they may run on (those
-# mpirun inherits: nproc) when that is the whole machine, or keep them all when it is a subset; at
-# least 1. Real mpirun, 1–3 ranks, with and without binding.
+# mpirun inherits: nproc), whether that is the whole machine or a subset (a job's cpuset, taskset);
+# at least 1. Real mpirun, 1–3 ranks, with and without binding.
 set -euo pipefail
 engram=$1; mpirun=$3
 bin=$(dirname "$engram")/tests/mpi_comm_cores
@@ -13,7 +13,7 @@ check() {   # P want binding...
   n=$(grep -c "node_size $P cores $want\$" <<<"$out" || true)
   [[ $n -eq $P ]] || { echo "FAIL: -np $P $*: expected node_size $P cores $want on every rank (online $online, nproc $mine)"; echo "$out"; exit 1; }
 }
-shared() { local c; if (( mine < online )); then c=$mine; else c=$((online / $1)); fi; echo $(( c > 0 ? c : 1 )); }
+shared() { local c=$((mine / $1)); echo $(( c > 0 ? c : 1 )); }   # unbound: every rank may run on all of nproc's CPUs
 check 1 "$(shared 1)" --bind-to none
 check 2 "$(shared 2)" --bind-to none
 check 3 "$(shared 3)" --bind-to none
