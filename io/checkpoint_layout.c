@@ -250,7 +250,7 @@ herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, 
     const haddr_t at = H5Dget_offset(ds);   // file offset of a contiguous dataset (memtype = file type)
     hsize_t dims[H5S_MAX_RANK];
     int nd = H5Sget_simple_extent_dims(fs, dims, NULL);
-    const size_t PB = write ? CKPT_PIECE_BYTES : CKPT_READ_PIECE_BYTES;
+    const size_t PB = write ? CKPT_PIECE_BYTES : sm ? CKPT_READ_PIECE_BYTES : CKPT_INLINE_READ_PIECE_BYTES;
     int64_t piece = row_bytes >= PB ? 1 : (int64_t)(PB / (row_bytes ? row_bytes : 1));
     int64_t n_pieces = nd <= 0 ? 1 : (max_rows + piece - 1) / piece;
     size_t mem_row = nd <= 0 ? 0 : (size_t)H5Tget_size(memtype);
