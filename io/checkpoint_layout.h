@@ -74,7 +74,8 @@ uint64_t ckpt_checksum_reference(const void* data, size_t nbytes, uint64_t first
  * the caller (2 ranks bound to 2 cores loaded 200 MB in 0.035 s with it, 0.032 s inline), so it
  * starts only where cores (comm_cores) is 2 or more. */
 typedef struct CkSummer CkSummer;
-CkSummer* ckpt_summer_start(int cores); // NULL (everything then runs inline) below 2 cores or if no thread can be made
+// NULL (everything then runs inline) below 2 cores, or if no thread can be made
+CkSummer* ckpt_summer_start(int cores);
 void ckpt_summer_wait(CkSummer* sm);    // every queued job done: the sums are complete
 void ckpt_summer_stop(CkSummer* sm);    // wait, end the thread, free (NULL: nothing)
 

@@ -124,7 +124,8 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
     uint64_t* want = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] the checksum attributes
     int* has = callocCheck((size_t)n + 1, sizeof(int));               // [n] attribute present
     int bad = -1;
-    CkSummer* sm = ckpt_summer_start(comm_cores(tr->comm));   // checksums on another thread while the next pieces are read
+    // checksums on another thread while the next pieces are read (where the rank has a core to spare)
+    CkSummer* sm = ckpt_summer_start(comm_cores(tr->comm));
     for (int i = 0; i < n && bad < 0; i++) {
         const CkSet* s = &sets[i];
         int64_t first = 0, local = 0;
