@@ -80,9 +80,10 @@ static const ConfigKey KEYS[] = {
     {"train.eval_batches", KEY_INT, OFF(train.eval_batches), "4", 1, INT_MAX, NULL, "global batches per validation pass"},
     {"train.log_every", KEY_INT, OFF(train.log_every), "10", 1, INT_MAX, NULL, "steps between progress lines"},
     {"train.max_bad_steps", KEY_INT, OFF(train.max_bad_steps), "5", 1, INT_MAX, NULL, "non-finite steps in a row before the run stops"},
+    {"train.precision", KEY_ENUM, OFF(train.precision), "fp32", 0, 0, "fp32|bf16", "GEMM precision: fp32, or bf16 inputs with fp32 accumulation and fp32 master weights (parallel.device=cuda only)"},
     {"checkpoint.every", KEY_INT, OFF(checkpoint.every), "100", 0, INT_MAX, NULL, "steps between checkpoints; 0 = only at the end"},
     {"checkpoint.keep", KEY_INT, OFF(checkpoint.keep), "3", 1, INT_MAX, NULL, "newest checkpoints kept"},
-    {"parallel.device", KEY_ENUM, OFF(parallel.device), "cpu", 0, 0, "cpu|cuda", "compute device; cuda needs a -DENGRAM_CUDA=ON build and a GPU (one rank per GPU), and is refused without them; the CUDA path has never run on a GPU and engram train says so (docs/gpu.md)"},
+    {"parallel.device", KEY_ENUM, OFF(parallel.device), "cpu", 0, 0, "cpu|cuda", "compute device; cuda needs a -DENGRAM_CUDA=ON build and a GPU (one rank per GPU), and is refused without them (docs/gpu.md)"},
     {"parallel.expert_parallel", KEY_INT, OFF(parallel.expert_parallel), "1", 1, 1 << 20, NULL, "ranks the routed experts are sharded over (divides the world size; experts need not divide by it); 1 = replicated"},
     {"sweep.rhos", KEY_F64LIST, OFF(sweep.rhos), "[]", 0, 1, NULL, "ρ values of a sweep (share of the sparse budget held by routed experts)"},
     {"sweep.total_params", KEY_I64, OFF(sweep.total_params), "0", 0, 4e18, NULL, "P_tot target of a sweep"},
@@ -558,6 +559,8 @@ int config_validate(Config* c, char* err, size_t n) {
             if (c->engram.flavour == 1 && c->engram.vocab_bases.v[i] > INT32_MAX / 2)
                 return rule_err_(c, "engram.vocab_bases", err, n, "bases must be < 2^30 with engram.flavour = maxtext (int32 hashing)");
     }
+    if (c->train.precision == PRECISION_BF16 && c->parallel.device != DEVICE_CUDA)
+        return rule_err_(c, "train.precision", err, n, "bf16 runs on parallel.device=cuda only; use fp32 on the CPU");
     if (c->sweep.rhos.n > 0 && c->sweep.total_params <= 0)
         return rule_err_(c, "sweep.total_params", err, n, "must be > 0 when sweep.rhos is given");
     return 0;

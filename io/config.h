@@ -22,6 +22,7 @@ typedef struct { int n; double* v; } F64List;
 
 enum { LR_DECAY_COSINE = 0, LR_DECAY_CONSTANT = 1 };
 enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };   // train.precision; the same values as BackendPrecision
 /* engram.flavour uses EngramFlavour's values (src/ngram_hash.h): 0 deepseek, 1 maxtext. */
 
 typedef struct {
@@ -50,6 +51,7 @@ typedef struct {
     struct {
         int steps, batch_size, warmup_steps, eval_every, eval_batches, log_every, lr_decay;
         int max_bad_steps;
+        int precision;              // PRECISION_FP32 | PRECISION_BF16
         double lr, weight_decay, grad_clip, beta1, beta2, adam_eps, min_lr_ratio;
     } train;
     struct { int every, keep; } checkpoint;

@@ -15,10 +15,26 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "comm.h"
 #include "common.h"
 #include "ops.h"
 #include "rng.h"
 #include "train.h"
+
+/* Model FLOPs per trained token: 6·N_active (forward and backward of every weight a token meets:
+ * the tied embedding counted once, as the output head; top_k of the routed experts) plus 12·L·D·T
+ * for attention's scores and values; Engram table rows are looked up, not multiplied. The same
+ * formula as tests/reference/bench_torch.py's. */
+static double flops_per_token_(const Config* c, size_t dense_numel) {
+    const double D = c->model.d_model, V = c->model.vocab_size;
+    double active = (double)dense_numel - (c->model.tie_embeddings ? 0.0 : V * D);
+    active -= (double)c->moe.layers.n * (c->moe.experts - c->moe.top_k) * 3.0 * D * c->moe.d_expert;
+    return 6.0 * active + 12.0 * c->model.n_layers * D * c->model.seq_len;
+}
+
+/* Dense peak of one H100/H200 SXM (datasheet): bf16 tensor cores, plain fp32. */
+#define PEAK_BF16 989.4e12
+#define PEAK_FP32 66.9e12
 
 static int positive_(const char* opt, const char* v) {
     char* end;
@@ -49,8 +65,13 @@ int bench_train_main(int argc, char** argv) {
     for (size_t i = 0; i < (size_t)B * (T + 1); i++) x[i] = (int32_t)(rng_u64(7, 1, i) % (uint64_t)V);
     int32_t* y = mallocCheck((size_t)B * T * sizeof(int32_t));
     for (int b = 0; b < B; b++) memcpy(y + (size_t)b * T, x + (size_t)b * (T + 1) + 1, (size_t)T * sizeof(int32_t));
+    Comm w = {0};
+    const int gpu = c.parallel.device != DEVICE_CPU;
+    if (gpu) comm_init(&w, &argc, &argv);
     Trainer tr;
-    trainer_init(&tr, &c, B, (uint64_t)c.run.seed, NULL);
+    const double t_init = engram_now();
+    trainer_init(&tr, &c, B, (uint64_t)c.run.seed, gpu ? &w : NULL);
+    const double init_s = engram_now() - t_init;   // the parameters drawn and sent, the tables too
     for (int s = 0; s < warmup; s++) trainer_step(&tr, x, y, NULL);
     ops_gemm_seconds = 0.0;
     double t0 = engram_now(), loss = 0;
@@ -61,12 +82,18 @@ int bench_train_main(int argc, char** argv) {
     threads = omp_get_max_threads();
 #endif
     const char* core = getenv("OPENBLAS_CORETYPE");
-    printf("{\"bench\":\"train\",\"config\":\"%s\",\"impl\":\"engram\",\"params\":%zu,\"batch\":%d,\"seq_len\":%d,"
-           "\"steps\":%d,\"seconds\":%.4f,\"step_ms\":%.2f,\"tokens_per_s\":%.0f,\"gemm_share\":%.3f,"
-           "\"threads\":%d,\"openblas_coretype\":\"%s\",\"last_loss\":%.4f}\n",
-           path, tr.model.tt.dense_numel, B, T, steps, dt, 1e3 * dt / steps, (double)B * T * steps / dt,
-           ops_gemm_seconds / dt, threads, core ? core : "", loss);
+    const double tps = (double)B * T * steps / dt, fpt = flops_per_token_(&c, tr.model.tt.dense_numel);
+    char mfu[64] = "null";   // against a GPU's peak; none is claimed for a CPU
+    if (gpu) snprintf(mfu, sizeof mfu, "%.4f", fpt * tps / (c.train.precision == PRECISION_BF16 ? PEAK_BF16 : PEAK_FP32));
+    printf("{\"bench\":\"train\",\"config\":\"%s\",\"impl\":\"engram\",\"device\":\"%s\",\"precision\":\"%s\","
+           "\"params\":%zu,\"batch\":%d,\"seq_len\":%d,\"steps\":%d,\"seconds\":%.4f,\"step_ms\":%.2f,"
+           "\"tokens_per_s\":%.0f,\"flops_per_token\":%.4g,\"mfu\":%s,\"gemm_share\":%.3f,\"init_s\":%.2f,\"threads\":%d,"
+           "\"openblas_coretype\":\"%s\",\"last_loss\":%.4f}\n",
+           path, gpu ? "cuda" : "cpu", c.train.precision == PRECISION_BF16 ? "bf16" : "fp32", tr.model.tt.dense_numel,
+           B, T, steps, dt, 1e3 * dt / steps, tps, fpt, mfu, gpu ? 0.0 : ops_gemm_seconds / dt, init_s, threads,
+           core ? core : "", loss);
     trainer_free(&tr);
+    if (gpu) comm_free(&w);
     free(x);
     free(y);
     config_free(&c);

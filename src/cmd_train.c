@@ -279,9 +279,6 @@ int cmd_train(int argc, char** argv) {
     if (config_load(&c, argv[1], argc - 2, argv + 2, err, sizeof err) != 0) fail_(&w, "%s", err);
     if (c.parallel.device == DEVICE_CUDA) {   // refused before anything is read where it cannot run (docs/gpu.md)
         agree_(&w, w.rank == 0 ? device_probe(DEVICE_CUDA, err, sizeof err) : 0, err, sizeof err);
-        if (w.rank == 0)
-            fprintf(stderr, "engram: warning: parallel.device=cuda: the CUDA path has never run on a GPU (compiled "
-                            "only; docs/gpu.md says what has run); compare its first steps with parallel.device=cpu\n");
     }
     Vocab vocab;
     vocab_setup_(&w, &c, &vocab);
@@ -310,7 +307,7 @@ int cmd_train(int argc, char** argv) {
 
     // model on the backend of parallel.device, and the newest checkpoint if there is one
     Backend be;
-    if (device_open(&be, c.parallel.device, BACKEND_FP32, w.comm, err, sizeof err) != 0) fail_(&w, "%s", err);
+    if (device_open(&be, c.parallel.device, c.train.precision, w.comm, err, sizeof err) != 0) fail_(&w, "%s", err);
     Trainer tr;
     trainer_init_on(&tr, &c, count, (uint64_t)c.run.seed, &w, &be);
     if (vocab.has_comp) tr.lookup = vocab.comp.lookup;

@@ -25,10 +25,12 @@ void trainer_init(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm
 void trainer_init_on(Trainer* tr, const Config* c, int B, uint64_t seed, const Comm* comm, Backend* be) {
     memset(tr, 0, sizeof *tr);
     tr->comm = comm;
-    if (!be) {   // the CPU backend of this process, with MPI collectives over comm's ranks
+    if (!be) {   // the backend of parallel.device, with collectives over comm's ranks (none without comm)
         char err[512];
-        if (comm && device_open(&tr->own_be, DEVICE_CPU, BACKEND_FP32, comm->comm, err, sizeof err) != 0)
-            engram_die("this is a bug: the CPU backend always opens", "%s", err);
+        if (comm && device_open(&tr->own_be, c->parallel.device, c->train.precision, comm->comm, err, sizeof err) != 0)
+            engram_fail("%s", err);
+        if (!comm && c->parallel.device != DEVICE_CPU)
+            engram_die("run it as an MPI process (engram train, engram bench train)", "parallel.device=cuda needs MPI");
         if (!comm) backend_cpu_init(&tr->own_be);
         be = &tr->own_be;
     }
