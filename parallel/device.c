@@ -87,8 +87,13 @@ static Backend* mpi_group_(Backend* be, int color, int key) {
 
 int device_open(Backend* be, int device, int precision, MPI_Comm comm, char* err, size_t n) {
     if (device_probe(device, err, n) != 0) return -1;
+    const char* profile = getenv("ENGRAM_PROFILE");   // op-by-op times (src/backend_profile.c)
 #ifdef ENGRAM_HAVE_CUDA
-    if (device == DEVICE_CUDA) return backend_cuda_open(be, comm, precision, err, n);
+    if (device == DEVICE_CUDA) {
+        if (backend_cuda_open(be, comm, precision, err, n) != 0) return -1;
+        if (profile && profile[0] == '1') backend_profile_wrap(be);
+        return 0;
+    }
 #endif
     (void)precision;
     backend_cpu_init(be);
@@ -103,5 +108,6 @@ int device_open(Backend* be, int device, int precision, MPI_Comm comm, char* err
     be->close = mpi_close_;
     const char* guard = getenv("ENGRAM_GUARD_BACKEND");   // tests: the model touches memory only via be
     if (guard && guard[0] == '1') backend_guard_wrap(be);
+    if (profile && profile[0] == '1') backend_profile_wrap(be);
     return 0;
 }

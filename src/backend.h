@@ -43,6 +43,7 @@ struct Backend {
     const char* name;   // "cpu" | "cuda"
     int precision;      // BackendPrecision of gemm
     int host;           // 1: buffers are host memory and ops run on the calling threads (cpu)
+    int head_rows;      // tokens per block of the fused output head; 0: the model's (sized for CPU caches)
     int rank, size;     // this rank and P, in the world the collectives run over
     void* impl;         // the implementation's state (handles, stream, scratch)
 
@@ -162,6 +163,7 @@ struct Backend {
     Backend* (*group)(Backend* be, int color, int key);
 
     void (*close)(Backend* be);   // frees the implementation's state (not the buffers it handed out)
+    void (*sync)(Backend* be);    // waits for every op issued so far; NULL where ops return done (cpu)
 };
 
 /* Host views of device memory, for the host code between ops (the MoE plan, the Engram rows, the
@@ -179,6 +181,10 @@ void backend_device_done(Backend* be, void* d, void* h, size_t n, int fetch);
  * same ops and results, be->host = 0, and its buffers unreadable outside its own ops, so host code
  * that touches device memory directly dies there. */
 void backend_guard_wrap(Backend* be);
+
+/* ENGRAM_PROFILE=1 (src/backend_profile.c): wraps any open backend so that every op is timed, waited
+ * for (be->sync) as it returns; at close rank 0 prints each op's calls and time on stderr. */
+void backend_profile_wrap(Backend* be);
 
 /* The CPU backend without collectives (those are parallel/device.c's: MPI). */
 void backend_cpu_init(Backend* be);

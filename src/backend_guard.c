@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_ops.h"
 #include "common.h"
 
 /* ---- the guarded buffers: one registry for the process ----------------------------------------- */
@@ -82,100 +83,21 @@ static void guard_free_(Backend* be, void* p) {
 
 static Backend* inner_(Backend* be) { return (Backend*)be->impl; }
 
-#define ARGS_(...) __VA_ARGS__
 #define GUARD_VOID_(name, params, args)                \
-    static void guard_##name##_(Backend* be, ARGS_ params) { \
+    static void guard_##name##_(Backend* be, BACKEND_ARGS_ params) { \
         enter_();                                       \
-        inner_(be)->name(inner_(be), ARGS_ args);       \
+        inner_(be)->name(inner_(be), BACKEND_ARGS_ args);       \
         leave_();                                       \
     }
 #define GUARD_DOUBLE_(name, params, args)                  \
-    static double guard_##name##_(Backend* be, ARGS_ params) { \
+    static double guard_##name##_(Backend* be, BACKEND_ARGS_ params) { \
         enter_();                                           \
-        double r = inner_(be)->name(inner_(be), ARGS_ args); \
+        double r = inner_(be)->name(inner_(be), BACKEND_ARGS_ args); \
         leave_();                                           \
         return r;                                           \
     }
 
-GUARD_VOID_(to_device, (void* d, const void* s, size_t n), (d, s, n))
-GUARD_VOID_(to_host, (void* d, const void* s, size_t n), (d, s, n))
-GUARD_VOID_(copy, (void* d, const void* s, size_t n), (d, s, n))
-GUARD_VOID_(zero, (void* p, size_t n), (p, n))
-GUARD_VOID_(gemm,
-            (int ta, int tb, int M, int N, int K, float alpha, const float* A, int lda, long long sA, const float* B,
-             int ldb, long long sB, float beta, float* C, int ldc, long long sC, int batch),
-            (ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch))
-GUARD_VOID_(linear_forward, (float* o, const float* i, const float* W, const float* b, int N, int Di, int Do),
-            (o, i, W, b, N, Di, Do))
-GUARD_VOID_(linear_backward,
-            (float* di, float* dW, float* db, const float* dout, const float* in, const float* W, int N, int Di,
-             int Do),
-            (di, dW, db, dout, in, W, N, Di, Do))
-GUARD_VOID_(branches_mean, (float* o, const float* h, int N, int G, int D), (o, h, N, G, D))
-GUARD_VOID_(branches_sum, (float* o, const float* h, int N, int G, int D), (o, h, N, G, D))
-GUARD_VOID_(branches_add, (float* h, const float* x, int N, int G, int D), (h, x, N, G, D))
-GUARD_VOID_(scale, (float* y, const float* x, float a, size_t n), (y, x, a, n))
-GUARD_VOID_(add, (float* y, const float* x, size_t n), (y, x, n))
-GUARD_VOID_(rmsnorm_forward, (float* o, float* r, const float* x, const float* w, int N, int D, float eps),
-            (o, r, x, w, N, D, eps))
-GUARD_VOID_(rmsnorm_backward,
-            (float* dx, float* dw, const float* dout, const float* x, const float* w, const float* r, int N, int D),
-            (dx, dw, dout, x, w, r, N, D))
-GUARD_VOID_(rope_apply, (float* qkv, int B, int T, int D, int nh, float base, int inv), (qkv, B, T, D, nh, base, inv))
-GUARD_VOID_(attention_forward, (float* o, float* att, const float* qkv, int B, int T, int D, int nh),
-            (o, att, qkv, B, T, D, nh))
-GUARD_VOID_(attention_backward,
-            (float* dqkv, const float* dout, const float* qkv, const float* att, float* s, int B, int T, int D,
-             int nh),
-            (dqkv, dout, qkv, att, s, B, T, D, nh))
-GUARD_VOID_(swiglu_forward, (float* g, const float* h1, const float* h3, long n), (g, h1, h3, n))
-GUARD_VOID_(swiglu_backward, (float* dh1, float* dh3, const float* dg, const float* h1, const float* h3, long n),
-            (dh1, dh3, dg, h1, h3, n))
-GUARD_DOUBLE_(crossentropy_forward, (float* p, const int32_t* y, int N, int V), (p, y, N, V))
-GUARD_VOID_(crossentropy_backward, (float* p, const int32_t* y, int N, int V, float s), (p, y, N, V, s))
-GUARD_DOUBLE_(head_xent,
-              (const float* x, const float* W, const int32_t* y, int N, int D, int V, float* dx, float* dW,
-               float* scr, int rows, int lanes, float* dWl),
-              (x, W, y, N, D, V, dx, dW, scr, rows, lanes, dWl))
-GUARD_VOID_(embedding_forward, (float* h, const float* wte, const int32_t* x, int N, int G, int D),
-            (h, wte, x, N, G, D))
-GUARD_VOID_(embedding_backward, (float* dwte, const float* dh, const int32_t* x, int N, int G, int D),
-            (dwte, dh, x, N, G, D))
-GUARD_VOID_(engram_gate_forward,
-            (const EngramDims* d, const EngramWeights* w, const float* h, float* o, float* a), (d, w, h, o, a))
-GUARD_VOID_(engram_conv_forward, (const EngramDims* d, const float* conv, float* a, float* o), (d, conv, a, o))
-GUARD_VOID_(engram_tokens_backward,
-            (const EngramDims* d, const EngramWeights* w, const float* h, const float* a, const float* dout,
-             float* dy, float* dx, float* dv, float* dh, double* part, EngramWeights* g),
-            (d, w, h, a, dout, dy, dx, dv, dh, part, g))
-GUARD_VOID_(moe_softmax, (float* p, int N, int E), (p, N, E))
-GUARD_VOID_(moe_gather, (float* X, const float* f, const int* rt, long R, int D), (X, f, rt, R, D))
-GUARD_VOID_(moe_combine,
-            (const MoeDims* d, const float* p, const int* top, const long* row, const float* y, float* o),
-            (d, p, top, row, y, o))
-GUARD_VOID_(moe_routing_backward,
-            (const MoeDims* d, const float* p, const int* top, const long* row, const float* y, const float* dout,
-             const double* c, float* dy, float* dl),
-            (d, p, top, row, y, dout, c, dy, dl))
-GUARD_VOID_(moe_scatter_add, (const MoeDims* d, const long* row, const float* dX, float* df), (d, row, dX, df))
-GUARD_VOID_(rows_expand, (float* o, const float* r, const int64_t* inv, const int64_t* pos, size_t t, int Dh),
-            (o, r, inv, pos, t, Dh))
-GUARD_VOID_(rows_reduce,
-            (float* g, const float* de, const int64_t* inv, const int64_t* pos, size_t t, int64_t nu, int Dh),
-            (g, de, inv, pos, t, nu, Dh))
-GUARD_DOUBLE_(sumsq, (const float* g, size_t n), (g, n))
-GUARD_VOID_(adam, (float* p, const float* g, float* m, float* v, size_t n, const AdamStep* s), (p, g, m, v, n, s))
-GUARD_VOID_(tables_gather, (const EngramTables* t, const int64_t* k, int64_t n, float* o), (t, k, n, o))
-GUARD_VOID_(rows_sum_owned,
-            (float* own, const float* r, const float* self, int64_t lo, int64_t hi, const int64_t* inv, int64_t n,
-             int Dh),
-            (own, r, self, lo, hi, inv, n, Dh))
-GUARD_VOID_(rows_adam, (const EngramTables* t, const int64_t* k, int64_t n, const float* g, const AdamStep* s),
-            (t, k, n, g, s))
-GUARD_VOID_(allreduce_sum, (float* buf, size_t n), (buf, n))
-GUARD_VOID_(alltoallv,
-            (const void* s, const size_t* sc, const size_t* sd, void* r, const size_t* rc, const size_t* rd),
-            (s, sc, sd, r, rc, rd))
+BACKEND_OPS(GUARD_VOID_, GUARD_DOUBLE_)
 
 static void guard_close_(Backend* be) {
     Backend* in = inner_(be);
@@ -204,16 +126,8 @@ void backend_guard_wrap(Backend* be) {
     be->impl = in;
     be->alloc = guard_alloc_;
     be->free = guard_free_;
-#define SET_(name) be->name = in->name ? guard_##name##_ : NULL
-    SET_(to_device), SET_(to_host), SET_(copy), SET_(zero), SET_(gemm), SET_(linear_forward);
-    SET_(linear_backward), SET_(branches_mean), SET_(branches_sum), SET_(branches_add), SET_(scale), SET_(add);
-    SET_(rmsnorm_forward), SET_(rmsnorm_backward), SET_(rope_apply), SET_(attention_forward);
-    SET_(attention_backward), SET_(swiglu_forward), SET_(swiglu_backward), SET_(crossentropy_forward);
-    SET_(crossentropy_backward), SET_(head_xent), SET_(embedding_forward), SET_(embedding_backward);
-    SET_(engram_gate_forward), SET_(engram_conv_forward), SET_(engram_tokens_backward), SET_(moe_softmax);
-    SET_(moe_gather), SET_(moe_combine), SET_(moe_routing_backward), SET_(moe_scatter_add), SET_(rows_expand);
-    SET_(rows_reduce), SET_(sumsq), SET_(adam), SET_(tables_gather), SET_(rows_sum_owned);
-    SET_(rows_adam), SET_(allreduce_sum), SET_(alltoallv);
+#define SET_(name, params, args) be->name = in->name ? guard_##name##_ : NULL;
+    BACKEND_OPS(SET_, SET_)
 #undef SET_
     be->group = in->group ? guard_group_ : NULL;
     be->close = guard_close_;
