@@ -5,9 +5,9 @@
  * collectives (all-reduce; all-to-allv as grouped send/recv). Everything runs in order on one
  * stream; to_host and the ops that return a number to the host wait for it.
  *
- * NEVER RUN ON A GPU so far: this file compiles and links on a machine without one (docs/gpu.md
- * says what has been run where). Not here: the kernels' bodies (kernels.cu), picking the device
- * for a config (parallel/device.c).
+ * Run on one H200 (docs/gpu.md: every op against the CPU, training against the CPU, the figures);
+ * it also compiles and links on a machine without a GPU, where it says why it cannot run. Not
+ * here: the kernels' bodies (kernels.cu), picking the device for a config (parallel/device.c).
  */
 #include "backend_cuda.h"
 
@@ -15,6 +15,8 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "comm.h"
@@ -53,7 +55,45 @@ typedef struct {
     size_t bf16_bytes;
     double* dbl;             // device scratch for per-token losses and Σg² partials
     size_t dbl_n;
+    struct GemmShape* shapes;   // ENGRAM_PROFILE=gemm: time per GEMM shape (else NULL)
+    int n_shapes;
 } CudaImpl;
+
+/* ENGRAM_PROFILE=gemm: every GEMM waited for and timed, by shape (transposes, M, N, K, batch), the
+ * internal ones of the linear layers, attention and the output head too; printed at close. */
+#define MAX_SHAPES 256
+typedef struct GemmShape { int ta, tb, M, N, K, batch; long calls; double sec; } GemmShape;
+
+static GemmShape* gemm_shape_(CudaImpl* im, int ta, int tb, int M, int N, int K, int batch) {
+    for (int i = 0; i < im->n_shapes; i++) {
+        GemmShape* g = &im->shapes[i];
+        if (g->ta == ta && g->tb == tb && g->M == M && g->N == N && g->K == K && g->batch == batch) return g;
+    }
+    if (im->n_shapes == MAX_SHAPES) return NULL;
+    im->shapes[im->n_shapes] = (GemmShape){ta, tb, M, N, K, batch, 0, 0.0};
+    return &im->shapes[im->n_shapes++];
+}
+
+static int by_time_(const void* a, const void* b) {
+    double x = ((const GemmShape*)a)->sec, y = ((const GemmShape*)b)->sec;
+    return (x < y) - (x > y);
+}
+
+static void gemm_shapes_print_(CudaImpl* im, int rank) {
+    if (!im->shapes || rank != 0) return;
+    qsort(im->shapes, (size_t)im->n_shapes, sizeof(GemmShape), by_time_);
+    double total = 0;
+    for (int i = 0; i < im->n_shapes; i++) total += im->shapes[i].sec;
+    fprintf(stderr, "engram GEMM profile (rank 0): %.3f s in %d shapes; the slowest:\n", total, im->n_shapes);
+    fprintf(stderr, "  %2s %2s %7s %7s %7s %5s %7s %10s %9s %9s\n", "ta", "tb", "M", "N", "K", "batch", "calls", "total ms",
+            "us/call", "TFLOP/s");
+    for (int i = 0; i < im->n_shapes && i < 20; i++) {
+        const GemmShape* g = &im->shapes[i];
+        double flop = 2.0 * g->M * g->N * (double)g->K * g->batch * (double)g->calls;
+        fprintf(stderr, "  %2d %2d %7d %7d %7d %5d %7ld %10.2f %9.1f %9.1f\n", g->ta, g->tb, g->M, g->N, g->K, g->batch,
+                g->calls, 1e3 * g->sec, 1e6 * g->sec / (double)g->calls, flop / g->sec / 1e12);
+    }
+}
 
 static CudaImpl* impl_(Backend* be) { return (CudaImpl*)be->impl; }
 
@@ -70,21 +110,25 @@ static double* dbl_scratch_(CudaImpl* im, size_t n) {
 
 /* ---- memory ------------------------------------------------------------------------------------ */
 
+/* Stream-ordered (the device's memory pool, kept by the process: see backend_cuda_open): a free
+ * waits for nothing and the memory is reused by a later alloc on the same stream, after the ops
+ * that used it. cudaMalloc/cudaFree would wait for the whole device at every free. */
 static void* cuda_alloc_(Backend* be, size_t bytes) {
     void* p = NULL;
-    cudaCheck(cudaMalloc(&p, bytes ? bytes : 1));
+    cudaCheck(cudaMallocAsync(&p, bytes ? bytes : 1, impl_(be)->stream));
     cudaCheck(cudaMemsetAsync(p, 0, bytes, impl_(be)->stream));
     return p;
 }
 static void cuda_free_(Backend* be, void* p) {
-    cudaCheck(cudaStreamSynchronize(impl_(be)->stream));   // no op in flight may still use it
-    cudaCheck(cudaFree(p));
+    if (p) cudaCheck(cudaFreeAsync(p, impl_(be)->stream));
 }
 /* Host buffers are pageable: copy, then wait, so the caller may reuse its buffer at once. */
 static void cuda_to_device_(Backend* be, void* dst, const void* src, size_t bytes) {
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl_(be)->stream));
     cudaCheck(cudaStreamSynchronize(impl_(be)->stream));
 }
+static void cuda_sync_(Backend* be) { cudaCheck(cudaStreamSynchronize(impl_(be)->stream)); }
+
 static void cuda_to_host_(Backend* be, void* dst, const void* src, size_t bytes) {
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl_(be)->stream));
     cudaCheck(cudaStreamSynchronize(impl_(be)->stream));
@@ -111,6 +155,9 @@ static void cuda_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float a
                        long long sC, int batch) {
     CudaImpl* im = impl_(be);
     if (!M || !N || !batch) return;
+    GemmShape* shape = im->shapes ? gemm_shape_(im, ta, tb, M, N, K, batch) : NULL;
+    double t0 = 0;
+    if (shape) cudaCheck(cudaStreamSynchronize(im->stream)), t0 = engram_now();
     const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const void *a = A, *b = B;
     cudaDataType type = CUDA_R_32F;
@@ -134,6 +181,10 @@ static void cuda_gemm_(Backend* be, int ta, int tb, int M, int N, int K, float a
     cublasCheck(cublasGemmStridedBatchedEx(im->blas, opB, opA, N, M, K, &alpha, b, type, ldb, sB, a, type, lda, sA,
                                            &beta, C, CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT));
+    if (shape) {
+        cudaCheck(cudaStreamSynchronize(im->stream));
+        shape->sec += engram_now() - t0, shape->calls++;
+    }
 }
 
 /* ---- kernels ------------------------------------------------------------------------------------- */
@@ -438,6 +489,8 @@ static void cuda_close_(Backend* be) {
     CudaImpl* im = impl_(be);
     if (!im) return;
     cudaCheck(cudaStreamSynchronize(im->stream));
+    gemm_shapes_print_(im, be->rank);
+    free(im->shapes);
     ncclCheck(ncclCommDestroy(im->nccl));
     cublasCheck(cublasDestroy(im->blas));
     cudaCheck(cudaFree(im->bf16));
@@ -481,13 +534,20 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->impl = im;
     be->name = "cuda";
     be->host = 0;
+    be->head_rows = 4096;   // logits of 4096 tokens x V at a time: 0.8 GB at V = 50k, GEMMs big enough
     be->precision = precision;
     mpiCheck(MPI_Comm_dup(comm, &im->comm));
     mpiCheck(MPI_Comm_rank(im->comm, &be->rank));
     mpiCheck(MPI_Comm_size(im->comm, &be->size));
     im->device = local;
+    const char* prof = getenv("ENGRAM_PROFILE");
+    if (prof && !strcmp(prof, "gemm")) im->shapes = callocCheck(MAX_SHAPES, sizeof(GemmShape));
     cudaCheck(cudaSetDevice(local));
     cudaCheck(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+    cudaMemPool_t pool;   // keep freed memory in the pool across synchronisations (default: give it back)
+    uint64_t keep = UINT64_MAX;
+    cudaCheck(cudaDeviceGetDefaultMemPool(&pool, local));
+    cudaCheck(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     cublasCheck(cublasCreate(&im->blas));
     cublasCheck(cublasSetStream(im->blas, im->stream));
     cublasCheck(cublasSetMathMode(im->blas, CUBLAS_DEFAULT_MATH));   // no TF32: fp32 mode means fp32
@@ -500,6 +560,7 @@ int backend_cuda_open(Backend* be, MPI_Comm comm, int precision, char* err, size
     be->free = cuda_free_;
     be->to_device = cuda_to_device_;
     be->to_host = cuda_to_host_;
+    be->sync = cuda_sync_;
     be->copy = cuda_copy_;
     be->zero = cuda_zero_;
     be->gemm = cuda_gemm_;

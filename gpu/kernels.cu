@@ -6,10 +6,12 @@
  * Σg², Adam(W), and the Engram tables' gather, owner sums and lazy Adam.
  * Each mirrors its CPU twin in ops.c / optim.c line by line, so the tests can hold them to ~1e-5.
  *
- * Deliberately plain: one block of 256 threads per row for the row-wise ops (block reductions in
- * shared memory), one thread per element elsewhere, sums over tokens done by one thread per
- * column in token order (deterministic, as the CPU). Speed comes later, measured on a GPU.
+ * Plain: one block of 256 threads per row for the row-wise ops (block reductions in shared memory),
+ * one thread per element elsewhere; sums over tokens by one thread per column in token order
+ * (deterministic, as the CPU), except where a profile on a GPU showed they cost (the Engram rows'
+ * sums: segments of a stable sort, still in the CPU's order).
  */
+#include <cub/device/device_radix_sort.cuh>
 #include <cuda_bf16.h>
 #include <math.h>
 
@@ -94,16 +96,43 @@ extern "C" void kernels_bias_add(float* out, const float* bias, int N, int Dout,
     const long n = (long)N * Dout;
     if (n) bias_add_<<<grid_(n), THREADS, 0, st>>>(out, bias, n, Dout);
 }
-// dbias[o] += Σ_n dout[n,o]: one thread per column, tokens in order (as the CPU's loop)
-__global__ void bias_grad_(float* dbias, const float* dout, int N, int Dout) {
-    int o = blockIdx.x * THREADS + threadIdx.x;
-    if (o >= Dout) return;
-    float s = dbias[o];
-    for (int n = 0; n < N; n++) s += dout[(size_t)n * Dout + o];
-    dbias[o] = s;
+/* dst[d] += Σ_n term(n, d), n < N: COL_CHUNKS runs of tokens, each summed in order by one thread
+ * per (run, column), then the runs added in order. The same result every run (not the CPU's
+ * order: one thread per column over 16k tokens took milliseconds). */
+#define COL_CHUNKS 64
+template <typename Term>
+__global__ void col_partial_(float* part, int N, int D, Term f) {
+    const int d = blockIdx.x * THREADS + threadIdx.x, per = (N + gridDim.y - 1) / gridDim.y;
+    if (d >= D) return;
+    const int lo = (int)blockIdx.y * per, hi = min(N, lo + per);
+    float acc = 0.0f;
+    for (int n = lo; n < hi; n++) acc += f(n, d);
+    part[(size_t)blockIdx.y * D + d] = acc;
 }
+__global__ void col_finish_(float* dst, const float* part, int chunks, int D) {
+    const int d = blockIdx.x * THREADS + threadIdx.x;
+    if (d >= D) return;
+    float acc = dst[d];
+    for (int c = 0; c < chunks; c++) acc += part[(size_t)c * D + d];
+    dst[d] = acc;
+}
+template <typename Term>
+static void col_sums_(float* dst, int N, int D, Term f, cudaStream_t st) {
+    if (!N || !D) return;
+    const int chunks = N < COL_CHUNKS ? N : COL_CHUNKS;
+    float* part;
+    cudaMallocAsync((void**)&part, (size_t)chunks * D * sizeof(float), st);
+    col_partial_<<<dim3(grid_((size_t)D), chunks), THREADS, 0, st>>>(part, N, D, f);
+    col_finish_<<<grid_((size_t)D), THREADS, 0, st>>>(dst, part, chunks, D);
+    cudaFreeAsync(part, st);
+}
+struct BiasTerm {   // dbias[o] += Σ_n dout[n,o]
+    const float* dout;
+    int D;
+    __device__ float operator()(int n, int d) const { return dout[(size_t)n * D + d]; }
+};
 extern "C" void kernels_bias_grad(float* dbias, const float* dout, int N, int Dout, cudaStream_t st) {
-    if (Dout) bias_grad_<<<grid_(Dout), THREADS, 0, st>>>(dbias, dout, N, Dout);
+    col_sums_(dbias, N, Dout, BiasTerm{dout, Dout}, st);
 }
 
 /* ---- RMSNorm ------------------------------------------------------------------------------------- */
@@ -132,19 +161,16 @@ __global__ void rmsnorm_backward_dx_(float* dx, const float* dout, const float* 
     float c = r * r * r * dot / (float)D;
     for (int d = threadIdx.x; d < D; d += THREADS) dx[o + d] += r * w[d] * dout[o + d] - c * x[o + d];
 }
-// dw[d] += Σ_n dy⊙x·r, one thread per column, tokens in order (the CPU's order)
-__global__ void rmsnorm_backward_dw_(float* dw, const float* dout, const float* x, const float* rstd, int N, int D) {
-    int d = blockIdx.x * THREADS + threadIdx.x;
-    if (d >= D) return;
-    float acc = dw[d];
-    for (int n = 0; n < N; n++) acc += dout[(size_t)n * D + d] * x[(size_t)n * D + d] * rstd[n];
-    dw[d] = acc;
-}
+struct RmsDwTerm {   // dw[d] += Σ_n dy⊙x·r
+    const float *dout, *x, *rstd;
+    int D;
+    __device__ float operator()(int n, int d) const { return dout[(size_t)n * D + d] * x[(size_t)n * D + d] * rstd[n]; }
+};
 extern "C" void kernels_rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                                          const float* rstd, int N, int D, cudaStream_t st) {
     if (!N) return;
     rmsnorm_backward_dx_<<<N, THREADS, 0, st>>>(dx, dout, x, w, rstd, D);
-    rmsnorm_backward_dw_<<<grid_(D), THREADS, 0, st>>>(dw, dout, x, rstd, N, D);
+    col_sums_(dw, N, D, RmsDwTerm{dout, x, rstd, D}, st);
 }
 
 /* ---- RoPE: one thread per rotated pair (bt, part, head, i) --------------------------------------- */
@@ -270,22 +296,6 @@ extern "C" void kernels_embedding_forward(float* h, const float* wte, const int3
                                           cudaStream_t st) {
     const long n = (long)N * G * D;
     if (n) embedding_forward_<<<grid_(n), THREADS, 0, st>>>(h, wte, x, n, G, D);
-}
-
-// forward copied row x[n] to every branch: the row gets the branch sum, one thread per column d
-// walking the tokens in order, so repeated ids add up exactly as on the CPU
-__global__ void embedding_backward_(float* dwte, const float* dh, const int32_t* x, int N, int G, int D) {
-    int d = blockIdx.x * THREADS + threadIdx.x;
-    if (d >= D) return;
-    for (int n = 0; n < N; n++) {
-        float s = 0.0f;
-        for (int g = 0; g < G; g++) s += dh[((size_t)n * G + g) * D + d];
-        dwte[(size_t)x[n] * D + d] += s;
-    }
-}
-extern "C" void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
-                                           cudaStream_t st) {
-    if (N && D) embedding_backward_<<<grid_(D), THREADS, 0, st>>>(dwte, dh, x, N, G, D);
 }
 
 /* ---- the Engram layer's token-wise parts (engram_layer.c) ---------------------------------------- */
@@ -592,20 +602,87 @@ extern "C" void kernels_rows_expand(float* out, const float* rows, const int64_t
     if (n) rows_expand_<<<grid_(n), THREADS, 0, st>>>(out, rows, inv, pos, n, Dh);
 }
 
-// one thread per column, lookups in position order (deterministic, as the CPU): grads zeroed first
-__global__ void rows_reduce_(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
-                             int Dh) {
-    int j = blockIdx.x * THREADS + threadIdx.x;
-    if (j >= Dh) return;
-    for (size_t i = 0; i < total; i++) {
-        const int64_t u = pos ? pos[inv[i]] : inv[i];
-        grads[(size_t)u * Dh + j] += de[i * Dh + j];
+/* Sums of contributions by row, each row's in increasing contribution order (the CPU's order, so
+ * the sums are the CPU's bit for bit): a stable radix sort of (row, i) by row lists each row's
+ * contributions in order, and for each column the thread at the head of a row's list adds the list.
+ * SEG_SET writes each row that has contributions (the first copied, the rest added); SEG_ADD adds
+ * them, in order, to what is there. Rows without contributions are not touched. */
+enum { SEG_SET, SEG_ADD };
+struct PosKey {   // the Engram rows: row pos[row[i]] (pos NULL: row[i])
+    const int64_t *row, *pos;
+    __device__ int operator()(size_t i) const { return (int)(pos ? pos[row[i]] : row[i]); }
+};
+struct TokenKey {   // the embedding: token x[i]'s row
+    const int32_t* x;
+    __device__ int operator()(size_t i) const { return x[i]; }
+};
+template <typename Key>
+__global__ void seg_keys_(int* key, int* idx, Key k, size_t n) {
+    size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    key[i] = k(i);
+    idx[i] = (int)i;
+}
+struct DeRows {   // rows_reduce: contribution i is row i of de
+    const float* de;
+    int Dh;
+    __device__ float operator()(int i, int j) const { return de[(size_t)i * Dh + j]; }
+};
+struct OwnedRows {   // rows_sum_owned: row i of recv, or of self where this rank asked itself
+    const float *recv, *self;
+    int64_t lo, hi;
+    int Dh;
+    __device__ float operator()(int i, int j) const {
+        return i >= lo && i < hi ? self[(size_t)(i - lo) * Dh + j] : recv[(size_t)i * Dh + j];
     }
+};
+struct BranchSum {   // embedding_backward: token i's gradient summed over its G branches, in order
+    const float* dh;
+    int G, D;
+    __device__ float operator()(int i, int j) const {
+        float s = 0.0f;
+        for (int g = 0; g < G; g++) s += dh[((size_t)i * G + g) * D + j];
+        return s;
+    }
+};
+template <typename Src>
+__global__ void seg_sum_(float* out, const int* key, const int* idx, size_t n, int Dh, Src src, int mode) {
+    size_t e = (size_t)blockIdx.x * THREADS + threadIdx.x;   // over [n, Dh]: sorted position t, column j
+    if (e >= n * Dh) return;
+    const size_t t = e / Dh;
+    const int j = (int)(e % Dh), u = key[t];
+    if (t > 0 && key[t - 1] == u) return;   // not the head of row u's list
+    float* o = out + (size_t)u * Dh + j;
+    float acc = mode == SEG_ADD ? *o + src(idx[t], j) : src(idx[t], j);
+    for (size_t s = t + 1; s < n && key[s] == u; s++) acc += src(idx[s], j);
+    *o = acc;
+}
+template <typename Key, typename Src>
+static void seg_sums_(float* out, int64_t rows, Key key_of, size_t n, int Dh, Src src, int mode, cudaStream_t st) {
+    if (!n || !Dh) return;
+    int bits = 1;   // keys < rows
+    while (bits < 31 && ((int64_t)1 << bits) < rows) bits++;
+    int *key, *idx, *key_s, *idx_s;
+    void* tmp;
+    size_t tmp_bytes = 0;
+    cub::DeviceRadixSort::SortPairs(NULL, tmp_bytes, (int*)NULL, (int*)NULL, (int*)NULL, (int*)NULL, (int)n, 0, bits, st);
+    cudaMallocAsync((void**)&key, 4 * n, st), cudaMallocAsync((void**)&idx, 4 * n, st);
+    cudaMallocAsync((void**)&key_s, 4 * n, st), cudaMallocAsync((void**)&idx_s, 4 * n, st);
+    cudaMallocAsync(&tmp, tmp_bytes + 16, st);
+    seg_keys_<<<grid_(n), THREADS, 0, st>>>(key, idx, key_of, n);
+    cub::DeviceRadixSort::SortPairs(tmp, tmp_bytes, key, key_s, idx, idx_s, (int)n, 0, bits, st);   // stable
+    seg_sum_<<<grid_(n * Dh), THREADS, 0, st>>>(out, key_s, idx_s, n, Dh, src, mode);
+    cudaFreeAsync(key, st), cudaFreeAsync(idx, st), cudaFreeAsync(key_s, st), cudaFreeAsync(idx_s, st);
+    cudaFreeAsync(tmp, st);
+}
+extern "C" void kernels_embedding_backward(float* dwte, const float* dh, const int32_t* x, int N, int G, int D,
+                                           cudaStream_t st) {
+    if (N && D) seg_sums_(dwte, (int64_t)1 << 31, TokenKey{x}, (size_t)N, D, BranchSum{dh, G, D}, SEG_ADD, st);
 }
 extern "C" void kernels_rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos,
                                     size_t total, int64_t n_unique, int Dh, cudaStream_t st) {
-    cudaMemsetAsync(grads, 0, (size_t)n_unique * Dh * sizeof(float), st);
-    if (total && Dh) rows_reduce_<<<grid_((size_t)Dh), THREADS, 0, st>>>(grads, de, inv, pos, total, Dh);
+    cudaMemsetAsync(grads, 0, (size_t)n_unique * Dh * sizeof(float), st);   // rows without lookups
+    seg_sums_(grads, n_unique, PosKey{inv, pos}, total, Dh, DeRows{de, Dh}, SEG_SET, st);
 }
 
 /* ---- Σ g²: a fixed grid, so the summation order (and the result) is the same every call ------------ */
@@ -666,23 +743,14 @@ extern "C" void kernels_tables_gather(KernelTables t, const int64_t* keys, int64
     if (total) tables_gather_<<<grid_(total), THREADS, 0, st>>>(t, keys, total, out);
 }
 
-__global__ void rows_sum_owned_(float* own, const float* recv, const float* self, int64_t lo, int64_t hi,
-                                const int64_t* inv, int64_t n, int Dh) {
-    const int j = blockIdx.x * THREADS + threadIdx.x;
-    if (j >= Dh) return;
-    int64_t fresh = 0;
-    for (int64_t i = 0; i < n; i++) {   // in order: the CPU's sums
-        const float c = i >= lo && i < hi ? self[(size_t)(i - lo) * Dh + j] : recv[(size_t)i * Dh + j];
-        float* g = own + (size_t)inv[i] * Dh + j;
-        if (inv[i] == fresh) *g = c, fresh++;
-        else *g += c;
-    }
-}
+// own's rows are numbered in order of first appearance, so every row up to the last has contributions:
+// at most n_recv rows, and the rows past the last are left alone
 extern "C" void kernels_rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo,
                                        int64_t self_hi, const int64_t* own_inv, int64_t n_recv, int Dh,
                                        cudaStream_t st) {
-    if (n_recv && Dh)
-        rows_sum_owned_<<<grid_((size_t)Dh), THREADS, 0, st>>>(own, recv, self, self_lo, self_hi, own_inv, n_recv, Dh);
+    if (n_recv)
+        seg_sums_(own, n_recv, PosKey{own_inv, NULL}, (size_t)n_recv, Dh, OwnedRows{recv, self, self_lo, self_hi, Dh},
+                  SEG_SET, st);
 }
 
 // rows are distinct, so no two threads touch one element; the first column's thread counts the row

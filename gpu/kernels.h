@@ -29,7 +29,7 @@ void kernels_add(float* y, const float* x, size_t n, cudaStream_t st);
 /* out[N,D] = (Σ_g h[N,G,D])·k (k = 1/G: the mean); h[n,g] += x[n] on every branch. */
 void kernels_branches_reduce(float* out, const float* h, int N, int G, int D, float k, cudaStream_t st);
 void kernels_branches_add(float* h, const float* x, int N, int G, int D, cudaStream_t st);
-/* out[N,Dout] += bias[Dout]; dbias[Dout] += Σ_n dout[n] (tokens in order). */
+/* out[N,Dout] += bias[Dout]; dbias[Dout] += Σ_n dout[n] (64 runs of tokens, each in order, then the runs). */
 void kernels_bias_add(float* out, const float* bias, int N, int Dout, cudaStream_t st);
 void kernels_bias_grad(float* dbias, const float* dout, int N, int Dout, cudaStream_t st);
 
@@ -81,8 +81,8 @@ void kernels_moe_routing_backward(const float* probs, const int* top, const long
 void kernels_moe_scatter_add(const long* row, const float* dX, float* df, int N, int k, int D, cudaStream_t st);
 
 /* The Engram rows (engram_rows.h rows_expand / rows_reduce): out [total,Dh] = rows[pos[inv[i]]]
- * (pos NULL: inv[i]); grads [n_unique,Dh] zeroed, then de added in position order, one thread per
- * column. */
+ * (pos NULL: inv[i]); grads [n_unique,Dh] = the sums of de's rows by row, in position order (a
+ * stable sort groups them; one thread per row and column adds a row's list). */
 void kernels_rows_expand(float* out, const float* rows, const int64_t* inv, const int64_t* pos, size_t total, int Dh,
                          cudaStream_t st);
 void kernels_rows_reduce(float* grads, const float* de, const int64_t* inv, const int64_t* pos, size_t total,
@@ -110,8 +110,8 @@ typedef struct {
 
 /* out [n,Dh] = the rows of ROWKEYs keys [n] (held here), one thread per element. */
 void kernels_tables_gather(KernelTables t, const int64_t* keys, int64_t n, float* out, cudaStream_t st);
-/* engram_rows.h rows_sum_owned: one thread per column over the contributions in order (first
- * copied, later ones added: the CPU's sums). */
+/* engram_rows.h rows_sum_owned: each own row the sum of its contributions in order (first copied,
+ * later ones added: the CPU's sums), grouped as kernels_rows_reduce does. */
 void kernels_rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo, int64_t self_hi,
                             const int64_t* own_inv, int64_t n_recv, int Dh, cudaStream_t st);
 /* The lazy Adam (no decay) of the n distinct ROWKEYs keys with grads [n,Dh], one thread per element;

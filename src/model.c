@@ -68,7 +68,8 @@ static void acts_alloc_(Model* m, const Config* c) {
     }
     m->h = fbuf_(m, BT * G * D);
     m->xn = fbuf_(m, BT * D), m->rn = fbuf_(m, BT), m->xfin = fbuf_(m, BT * D);
-    m->head_rows = HEAD_ROWS_ < (int)BT ? HEAD_ROWS_ : (int)BT;
+    m->head_rows = m->be->head_rows > 0 ? m->be->head_rows : HEAD_ROWS_;   // a GPU wants big GEMMs
+    m->head_rows = m->head_rows < (int)BT ? m->head_rows : (int)BT;
     // one head lane per thread (ops.h head_xent), no more than there are blocks
     const int blocks = (int)((BT + (size_t)m->head_rows - 1) / (size_t)m->head_rows);
     m->head_lanes = m->be->host && ops_gemm_in_parallel() ? ops_threads() : 1;
