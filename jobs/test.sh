@@ -4,7 +4,7 @@
 #   bash jobs/test.sh -L unit         a subset by label (unit, mpi, reference, e2e, slurm); any ctest args
 #   bash jobs/test.sh --sanitize ...  build with ASan + UBSan into build-asan/ and run there
 # Where nvcc is found (PATH or /usr/local/cuda/bin) and not under --sanitize, it also compiles the
-# CUDA backend in build-cuda/ (its library, the gpu tests and engram only) and runs the tests
+# CUDA backend in build-cuda/ (its library, the gpu tests' programs and engram only) and runs the tests
 # labelled gpu there: without a GPU they skip, saying why (docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 if [[ $build == build && -x $nvcc ]]; then
   t0=$SECONDS
   cmake -S . -B build-cuda "${flags[@]}" -DENGRAM_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" >/dev/null
-  cmake --build build-cuda -j2 --target engram_cuda gpu_backend_matches_cpu engram
+  cmake --build build-cuda -j2 --target engram_cuda gpu_backend_matches_cpu mpi_ckpt_train engram
   (cd build-cuda && ctest --output-on-failure -L gpu)
   echo "CUDA backend: configured, built and gpu tests run in $((SECONDS - t0)) s"
 fi

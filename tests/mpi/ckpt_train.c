@@ -1,15 +1,20 @@
 /*
  * ckpt_train.c — the checkpoint tests' MPI harness (io/checkpoint.h under real mpirun).
- *   ckpt_train run CONFIG OUT --from A --to B [--load PATH] [--save DIR] [key=value ...]
+ *   ckpt_train run CONFIG OUT --from A --to B [--load PATH] [--save DIR] [--perturb EPS [--perturb-seed S]]
+ *                  [key=value ...]
  *       train steps [A, B) of a fixed global batch sequence (counter-based tokens by step and
  *       sequence index, each rank its shard_batch_range slice); with --load the state comes from a
- *       checkpoint (whose step must be A); with --save it is saved after step B. Rank 0 writes
+ *       checkpoint (whose step must be A); with --save it is saved after step B; --perturb multiplies
+ *       every dense parameter by 1 + EPS·u (u in [-1, 1), drawn per element from S) first. Rank 0 writes
  *       OUT.losses (doubles, one per step) and OUT.state (floats: params, m, v at their logical
  *       layout (experts gathered under expert parallelism), then every Engram
  *       layer's table, m, v and row update counts, gathered in row order). A config with
  *       data.tokenizer trains through its compression, which the checkpoint then records.
  *   ckpt_train compare CONFIG A.state B.state TOL [k=v ...]   per part max|Δ| ≤ TOL·max|A| (TOL 0: bit-equal);
+ *   ckpt_train compare-l2 ... (the same arguments)             per part ‖Δ‖₂ ≤ TOL·‖A‖₂, each part's printed;
  *       Adam moments 10·TOL (they amplify summation-order noise), row update counts exact
+ *   ckpt_train compare-chaos CONFIG A.state B.state C1[,C2...] F [k=v ...]   per part ‖B−A‖₂ ≤ F·max ‖Ck−A‖₂
+ *       (Ck: A's run with --perturb 1e-6, the divergence rounding noise alone causes); counts exact
  *   ckpt_train losses A.losses B.losses TOL          |Δ| ≤ TOL·|A| per step
  *   ckpt_train kill-loop CONFIG DIR [--max-saves N]  the kill test's victim: writes DIR/pid.<rank>,
  *       loads DIR's latest if any (checking its values), then saves pattern(step) for step+1, ...
@@ -27,6 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "comm.h"
 #include "compress.h"
@@ -103,6 +109,8 @@ static void dump_state_(const Trainer* tr, const Comm* w, const char* path) {
 static int run_(int argc, char** argv, const Comm* w) {
     const char *cfg_path = argv[2], *out = argv[3], *load = NULL, *save = NULL;
     long from = 0, to = 0;
+    double perturb = 0;
+    long perturb_seed = 99;
     int n_over = 0;
     char** over = callocCheck(argc, sizeof(char*));
     for (int i = 4; i < argc; i++) {
@@ -110,6 +118,8 @@ static int run_(int argc, char** argv, const Comm* w) {
         else if (!strcmp(argv[i], "--to") && i + 1 < argc) to = atol(argv[++i]);
         else if (!strcmp(argv[i], "--load") && i + 1 < argc) load = argv[++i];
         else if (!strcmp(argv[i], "--save") && i + 1 < argc) save = argv[++i];
+        else if (!strcmp(argv[i], "--perturb") && i + 1 < argc) perturb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--perturb-seed") && i + 1 < argc) perturb_seed = atol(argv[++i]);
         else over[n_over++] = argv[i];
     }
     Config c;
@@ -135,6 +145,12 @@ static int run_(int argc, char** argv, const Comm* w) {
         if (st.step != from || st.data_position != from * B)
             engram_fail("%s: step %lld / data position %lld, expected %ld / %ld", file, (long long)st.step,
                         (long long)st.data_position, from, from * B);
+    }
+    if (perturb != 0) {   // every dense parameter times 1 + perturb·u, u in [-1, 1) fixed by its index
+        size_t n = tr.model.tt.dense_numel;
+        float* h = backend_host_view(tr.be, tr.model.params, n * sizeof(float), 1);
+        for (size_t i = 0; i < n; i++) h[i] *= (float)(1.0 + perturb * ((double)(rng_u64((uint64_t)perturb_seed, 0, i) >> 11) * 0x1p-52 - 1.0));
+        backend_host_done(tr.be, h, tr.model.params, n * sizeof(float), 1);
     }
     int32_t* x = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
     int32_t* y = mallocCheck(((size_t)count * T + 1) * sizeof(int32_t));
@@ -173,8 +189,33 @@ static float* slurp_(const char* path, size_t* n) {
     return b;
 }
 
-/* Part by part (params, m, v, then per layer table, m, v, updates): max|Δ| ≤ tol·max|a|. */
-static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol, int n_over, char** over) {
+/* The three dense tensors whose values differ most (relative 2-norm), for the record. */
+static void worst_tensors_(const TensorTable* tt, const float* a, const float* b) {
+    int top[3] = {-1, -1, -1};
+    double rel[3] = {-1, -1, -1};
+    for (int i = 0; i < tt->n; i++) {
+        const TensorInfo* t = &tt->t[i];
+        if (t->engram >= 0) continue;   // tables are parts of their own
+        double d = 0, r = 0;
+        for (int64_t k = 0; k < t->local_numel; k++) {
+            double x = a[t->offset + k], y = b[t->offset + k];
+            d += (y - x) * (y - x), r += x * x;
+        }
+        double q = r > 0 ? sqrt(d / r) : sqrt(d);
+        for (int j = 0; j < 3; j++)
+            if (q > rel[j]) {
+                for (int k = 2; k > j; k--) rel[k] = rel[k - 1], top[k] = top[k - 1];
+                rel[j] = q, top[j] = i;
+                break;
+            }
+    }
+    for (int j = 0; j < 3 && top[j] >= 0; j++) printf("    %s: %.2e\n", tt->t[top[j]].name, rel[j]);
+}
+
+/* Part by part (params, m, v, then per layer table, m, v, updates): max|Δ| ≤ tol·max|a|, or with l2
+ * ‖Δ‖₂ ≤ tol·‖a‖₂ (runs on different devices: Adam turns a last-bit difference of a near-zero
+ * gradient into a whole step of that one element, which a max norm reports as divergence). */
+static int compare_(const char* cfg_path, const char* pa, const char* pb, double tol, int l2, int n_over, char** over) {
     Config c;
     load_config_(&c, cfg_path, n_over, over);
     Model m;
@@ -192,16 +233,73 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
         // Adam moments of rows amplify summation-order noise: 10·TOL; update counts exact
         int kind = p < 3 ? p : 3 + (p - 3) % 4;
         double t = kind == 6 ? 0 : (kind == 1 || kind == 2 || kind == 4 || kind == 5) ? 10 * tol : tol;
-        double mx = 0, d = 0;
-        for (size_t i = off; i < off + len; i++) mx = fmax(mx, fabs(a[i])), d = fmax(d, fabs((double)a[i] - b[i]));
-        if (d > t * mx) { printf("FAIL: part %d: max|Δ| %.3e > %.1e · %.3e\n", p, d, t, mx); fails++; }
+        double mx = 0, d = 0, na2 = 0, d2 = 0;
+        for (size_t i = off; i < off + len; i++) {
+            double di = fabs((double)a[i] - b[i]);
+            mx = fmax(mx, fabs(a[i])), d = fmax(d, di), na2 += (double)a[i] * a[i], d2 += di * di;
+        }
+        if (l2) {
+            mx = sqrt(na2), d = sqrt(d2);
+            printf("part %d: ‖Δ‖₂ %.3e, ‖ref‖₂ %.3e: %.2e (tolerance %.0e)\n", p, d, mx, mx > 0 ? d / mx : d, t);
+            if (p == 1) worst_tensors_(&m.tt, a + off, b + off);
+        }
+        if (d > t * mx) { printf("FAIL: part %d: %s %.3e > %.1e · %.3e\n", p, l2 ? "‖Δ‖₂" : "max|Δ|", d, t, mx); fails++; }
         worst = fmax(worst, mx > 0 ? d / mx : d);
         off += len;
     }
     if (off * 4 != na) { printf("FAIL: dump size %zu, expected %zu\n", na, off * 4); fails++; }
-    printf("%s vs %s: %d parts within %.2e of max|ref| — %s\n", pa, pb, n_parts, worst, fails ? "FAILED" : "ok");
+    printf("%s vs %s: %d parts within %.2e of %s — %s\n", pa, pb, n_parts, worst, l2 ? "‖ref‖₂" : "max|ref|",
+           fails ? "FAILED" : "ok");
     model_free(&m);
     config_free(&c);
+    free(a), free(b);
+    return fails ? 1 : 0;
+}
+
+/* Runs that diverge by chaos (Adam steps whole elements on last-bit differences; MoE routing flips):
+ * part by part, ‖B−A‖₂ ≤ factor·max_k ‖C_k−A‖₂, where the C_k (comma-separated files) are A's own
+ * run from parameters perturbed by a relative 1e-6 (run --perturb, one --perturb-seed each): B
+ * strays from A no further than rounding noise at the start makes A stray from itself. Row update
+ * counts exact. */
+static int compare_chaos_(const char* cfg_path, const char* pa, const char* pb, const char* pcs, double factor,
+                          int n_over, char** over) {
+    Config c;
+    load_config_(&c, cfg_path, n_over, over);
+    Model m;
+    model_init(&m, &c, 1);
+    size_t na, nb, nc;
+    float *a = slurp_(pa, &na), *b = slurp_(pb, &nb), *cs[8];
+    int n_c = 0;   // the references: comma-separated, the largest divergence counts
+    char* list = strdupCheck(pcs);
+    for (char* tok = strtok(list, ","); tok && n_c < 8; tok = strtok(NULL, ",")) {
+        cs[n_c++] = slurp_(tok, &nc);
+        if (nc != na) engram_fail("%s and %s differ in size", pa, tok);
+    }
+    free(list);
+    if (na != nb || !n_c) engram_fail("%s and %s differ in size, or no reference", pa, pb);
+    int fails = 0, n_parts = 3 + 4 * m.hash.n_layers;
+    size_t off = 0;
+    for (int p = 0; p < n_parts; p++) {
+        size_t len = p < 3 ? m.tt.dense_numel : (size_t)m.hash.rows[(p - 3) / 4] * ((p - 3) % 4 == 3 ? 1 : c.engram.head_dim);
+        double db = 0, dc = 0, ref = 0;
+        for (size_t i = off; i < off + len; i++) db += ((double)b[i] - a[i]) * ((double)b[i] - a[i]), ref += (double)a[i] * a[i];
+        for (int k = 0; k < n_c; k++) {
+            double d = 0;
+            for (size_t i = off; i < off + len; i++) d += ((double)cs[k][i] - a[i]) * ((double)cs[k][i] - a[i]);
+            dc = fmax(dc, d);
+        }
+        db = sqrt(db), dc = sqrt(dc), ref = sqrt(ref);
+        const int counts = p >= 3 && (p - 3) % 4 == 3;
+        const int bad = counts ? db != 0 : db > factor * dc;
+        printf("part %d: ‖B−A‖₂ %.3e, ‖C−A‖₂ %.3e (ratio %.2f), ‖A‖₂ %.3e%s\n", p, db, dc, dc > 0 ? db / dc : 0.0,
+               ref, bad ? (counts ? " FAIL: counts differ" : " FAIL") : "");
+        fails += bad;
+        off += len;
+    }
+    printf("%s vs %s (chaos references %s): %s\n", pa, pb, pcs, fails ? "FAILED" : "ok");
+    model_free(&m);
+    config_free(&c);
+    for (int k = 0; k < n_c; k++) free(cs[k]);
     free(a), free(b);
     return fails ? 1 : 0;
 }
@@ -341,7 +439,11 @@ int main(int argc, char** argv) {
         return 2;
     }
     const char* mode = argv[1];
-    if (!strcmp(mode, "compare") && argc >= 6) return compare_(argv[2], argv[3], argv[4], atof(argv[5]), argc - 6, argv + 6);
+    if (!strcmp(mode, "compare") && argc >= 6) return compare_(argv[2], argv[3], argv[4], atof(argv[5]), 0, argc - 6, argv + 6);
+    if (!strcmp(mode, "compare-chaos") && argc >= 7)
+        return compare_chaos_(argv[2], argv[3], argv[4], argv[5], atof(argv[6]), argc - 7, argv + 7);
+    if (!strcmp(mode, "compare-l2") && argc >= 6)
+        return compare_(argv[2], argv[3], argv[4], atof(argv[5]), 1, argc - 6, argv + 6);
     if (!strcmp(mode, "losses") && argc == 5) return losses_(argv[2], argv[3], atof(argv[4]));
     if (!strcmp(mode, "corrupt") && (argc == 4 || argc == 5)) return corrupt_(argv[2], argv[3], argc == 5 ? atof(argv[4]) : 0.5);
     if (!strcmp(mode, "set-version") && argc == 4) return set_version_(argv[2], atol(argv[3]));
