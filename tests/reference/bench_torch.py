@@ -3,12 +3,31 @@
 
 Usage
     /usr/bin/python3 tests/reference/bench_torch.py CONFIG [--steps N] [--warmup N] [--threads T]
-                     [--engram BIN] [--losses]
+                     [--engram BIN] [--losses] [--device cpu|cuda] [--precision fp32|bf16]
+                     [--fast] [--compile] [--peak-tflops F]
     Prints one JSON line with the keys of `engram bench train`:
-      {"bench":"train","config":..,"impl":"pytorch","params":..,"batch":..,"seq_len":..,"steps":..,
-       "seconds":..,"step_ms":..,"tokens_per_s":..,"threads":..,"torch":"<version>", ...}
-    plus first_loss / last_loss, table_params and the BLAS in use (--losses adds every step's loss).
-    jobs/bench_model.sh runs this and the C benchmark on the same config and prints the ratio.
+      {"bench":"train","config":..,"impl":"pytorch","device":..,"precision":..,"params":..,
+       "batch":..,"seq_len":..,"steps":..,"seconds":..,"step_ms":..,"tokens_per_s":..,
+       "flops_per_token":..,"mfu":..,"threads":..,"torch":"<version>", ...}
+    plus first_loss / last_loss, table_params, forward (model_ref|model_fast), compiled and the BLAS
+    in use (--losses adds every step's loss). mfu is against the GPU's dense peak (flops_per_token
+    below); null on the CPU. jobs/bench_model.sh runs this and the C benchmark on the same config
+    and prints the ratio.
+
+Devices and forwards
+    --device cpu (default): model_ref.forward in float32, as described below; --fast uses
+        model_fast.forward instead (the vectorised implementation of the same model, checked
+        against model_ref by model_fast_matches_ref.py), the way to try the CUDA path's forward here.
+    --device cuda: always model_fast.forward; parameters, tables, Adam state and the batch live on
+        the GPU (initialised on the CPU from the same generator, then moved), hashing stays numpy on
+        the host and the distinct rows / inverse ids go over with non_blocking copies. AdamW is the
+        fused CUDA kernel. --precision bf16 runs the forward under torch.autocast(bfloat16) with
+        float32 master weights and optimizer (no loss scaling: bf16 needs none); fp32 is plain
+        float32 (TF32 matmuls stay off, torch's default).
+        The clock is read after torch.cuda.synchronize() at both ends.
+    --compile: torch.compile(model_fast.forward) (off by default; compilation happens in the
+        warm-up steps, so give it --warmup >= 2). The dropless MoE path (capacity_factor 0) has one
+        host sync per MoE layer, a graph break under compile; capacity > 0 has none.
 
 What it trains
     The same model as engram: the config is resolved by `BIN config CONFIG` (default $ENGRAM_BIN,
@@ -48,6 +67,7 @@ the system BLAS (BLAS_INFO=generic: Debian's libblas.so.3, OpenBLAS here); its t
 to T as well through openblas_set_num_threads when that library is loaded.
 """
 import argparse
+import contextlib
 import ctypes
 import json
 import math
@@ -63,12 +83,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import model_ref as ref  # noqa: E402  (sets the default dtype to float64: undone just below)
+import model_fast  # noqa: E402
 
 torch.set_default_dtype(torch.float32)
 ref.DT = torch.float32          # model_ref's ops read this global when they run
 DT = torch.float32
 
 RESID = ("attn.wo", "mlp.w2", "moe.w2", "moe.shared_w2")   # init_std / sqrt(2·L), src/tensors.c
+PEAK_TFLOPS = {"bf16": 989.4, "fp32": 66.9}   # one H100/H200 SXM, datasheet dense (as src/bench_train.c)
+
+
+def flops_per_token(c, n_dense):
+    """Model FLOPs per trained token: 6·N_active (forward + backward of every weight a token meets:
+    the tied embedding counted once, as the output head; an untied input embedding is a lookup, not
+    counted; top_k of the E routed experts per MoE layer) plus 12·L·D·T for attention's scores and
+    values. Engram table rows are looked up, not multiplied (n_dense excludes them). The same
+    formula as src/bench_train.c's flops_per_token_."""
+    active = n_dense - (0 if c.tied else c.V * c.D)
+    active -= len(c.moe_layers) * (c.E - c.k) * 3 * c.D * c.Fe
+    return 6.0 * active + 12.0 * c.L * c.D * c.T
 
 
 def openblas():
@@ -115,14 +148,18 @@ def init_params(specs, c, std, table_std, gen):
 
 
 class Bench:
-    def __init__(self, c, std, table_std):
-        self.c = c
+    def __init__(self, c, std, table_std, device="cpu", fast=False, precision="fp32", compile=False):
+        self.c, self.dev = c, torch.device(device)
+        fwd = model_fast.forward if fast or self.dev.type != "cpu" else None
+        self.fwd = torch.compile(fwd) if compile else fwd             # None: model_ref.forward
+        self.autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if precision == "bf16"
+                         else contextlib.nullcontext)   # torch 1.13 probes CUDA even when disabled
         mult = {l: ref.multipliers(c.en_seed, l, c.N, c.Vc) for l in c.en_layers}
         sizes = ref.table_sizes(c.en_layers, c.bases, c.N, c.H) if c.en_layers else {}
         self.hash_args = {l: (mult[l], sizes[l]) for l in c.en_layers}
         specs = ref.param_specs(c, {l: sum(sizes[l]) for l in c.en_layers})
         gen = torch.Generator().manual_seed(c.seed)
-        P = init_params(specs, c, std, table_std, gen)
+        P = {n: t.to(self.dev) for n, t in init_params(specs, c, std, table_std, gen).items()}
         kinds = {n: k for n, _, k in specs}
         self.dense = {n: t.requires_grad_() for n, t in P.items() if kinds[n] != "table"}
         self.tables = {n: t for n, t in P.items() if kinds[n] == "table"}
@@ -130,12 +167,13 @@ class Bench:
         self.v = {n: torch.zeros_like(t) for n, t in self.tables.items()}
         decay = [t for n, t in self.dense.items() if kinds[n] in ("matrix", "conv")]
         no_decay = [t for n, t in self.dense.items() if kinds[n] not in ("matrix", "conv")]
+        fused = {"fused": True} if self.dev.type == "cuda" else {"foreach": True}
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.wd},
                                       {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=c.lr, betas=(c.beta1, c.beta2), eps=c.adam_eps, foreach=True)
+                                     lr=c.lr, betas=(c.beta1, c.beta2), eps=c.adam_eps, **fused)
         x = torch.randint(0, c.V, (c.B, c.T + 1), generator=gen)
         self.x_np = x[:, :-1].numpy().astype(np.int64)
-        self.x, self.y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+        self.x, self.y = x[:, :-1].contiguous().to(self.dev), x[:, 1:].contiguous().to(self.dev)
         self.step_no = 0
         self.n_dense = sum(t.numel() for t in self.dense.values())
         self.n_table = sum(t.numel() for t in self.tables.values())
@@ -146,7 +184,8 @@ class Bench:
         for l, (mult, sizes) in self.hash_args.items():
             ids = ref.hash_global(self.x_np, mult, sizes, c.N, c.H, c.pad_c)    # [B,T,H_total]
             uniq, inv = np.unique(ids, return_inverse=True)
-            out[l] = (torch.from_numpy(uniq), torch.from_numpy(inv.reshape(ids.shape)))
+            out[l] = (torch.from_numpy(uniq).to(self.dev, non_blocking=True),
+                      torch.from_numpy(inv.reshape(ids.shape)).to(self.dev, non_blocking=True))
         return out
 
     def lazy_adam(self, name, rows, g, lr, t):
@@ -167,7 +206,11 @@ class Bench:
             name = f"blocks.{l}.engram.table"
             sub[name] = (uniq, self.tables[name].index_select(0, uniq).requires_grad_())
             P[name], hashes[l] = sub[name][1], inv
-        loss, _, _, _, _ = ref.forward(P, self.x, self.y, hashes, c)
+        if self.fwd is None:
+            loss = ref.forward(P, self.x, self.y, hashes, c)[0]
+        else:
+            with self.autocast():
+                loss = self.fwd(P, self.x, self.y, hashes, c)[0]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if c.clip > 0:
@@ -180,7 +223,7 @@ class Bench:
         with torch.no_grad():
             for name, (uniq, s) in sub.items():
                 self.lazy_adam(name, uniq, s.grad, lr * c.lr_mult, self.step_no)
-        return loss.item()
+        return loss.detach()      # read after the clock stops: no per-step sync on a GPU
 
 
 def main():
@@ -191,23 +234,49 @@ def main():
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 2))
     ap.add_argument("--engram", default=os.environ.get("ENGRAM_BIN", os.path.join(REPO, "build", "engram")))
     ap.add_argument("--losses", action="store_true", help="add every step's loss to the JSON line")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: autocast forward on cuda, float32 master weights")
+    ap.add_argument("--fast", action="store_true", help="CPU: model_fast.forward instead of model_ref's")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model_fast forward")
+    ap.add_argument("--peak-tflops", type=float, help="peak for mfu (default: H100/H200 SXM dense)")
     a = ap.parse_args()
     if a.steps < 1 or a.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
+    if a.precision == "bf16" and a.device != "cuda":
+        ap.error("--precision bf16 needs --device cuda")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device")
+    fast = a.fast or a.device == "cuda"
+    if a.compile and not fast:
+        ap.error("--compile compiles model_fast: add --fast (implied by --device cuda)")
+    if a.compile and not hasattr(torch, "compile"):
+        ap.error(f"--compile needs torch >= 2.0 (this is {torch.__version__})")
     torch.set_num_threads(a.threads)
     lib, ob = openblas()
     if lib is not None:
         lib.openblas_set_num_threads(a.threads)
 
     c, std, table_std = load_config(a.config, a.engram)
-    bench = Bench(c, std, table_std)
+    bench = Bench(c, std, table_std, a.device, fast, a.precision, a.compile)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     losses = [bench.step() for _ in range(a.warmup)]
+    sync()
     t0 = time.perf_counter()
     losses += [bench.step() for _ in range(a.steps)]
+    sync()
     dt = time.perf_counter() - t0
-    out = {"bench": "train", "config": a.config, "impl": "pytorch", "params": bench.n_dense,
+    losses = [float(v) for v in losses]
+    tps = c.B * c.T * a.steps / dt
+    fpt = flops_per_token(c, bench.n_dense)
+    peak = 1e12 * (a.peak_tflops or PEAK_TFLOPS[a.precision])
+    out = {"bench": "train", "config": a.config, "impl": "pytorch", "device": a.device,
+           "precision": a.precision, "params": bench.n_dense,
            "batch": c.B, "seq_len": c.T, "steps": a.steps, "seconds": round(dt, 4),
-           "step_ms": round(1e3 * dt / a.steps, 2), "tokens_per_s": round(c.B * c.T * a.steps / dt),
+           "step_ms": round(1e3 * dt / a.steps, 2), "tokens_per_s": round(tps),
+           "flops_per_token": float(f"{fpt:.4g}"),
+           "mfu": round(fpt * tps / peak, 4) if a.device == "cuda" else None,
+           "forward": "model_fast" if fast else "model_ref", "compiled": a.compile,
            "threads": torch.get_num_threads(), "torch": torch.__version__,
            "blas": f"BLAS_INFO={torch_blas()}" + (f"; {ob}" if ob else ""),
            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
