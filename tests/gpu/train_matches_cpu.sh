@@ -13,7 +13,7 @@
 #              Adam turns a last-bit difference of a near-zero gradient into a whole step of that
 #              element and MoE routing flips, so 20 steps diverge from rounding noise alone; the 1e-6
 #              runs measure that, on the CPU, independently of the GPU code (one draw alone varies:
-#              on an H200's host a single one put the fp32 GPU at 2.8x). Row update counts exact;
+#              on an H200's host seed 99 alone put the fp32 GPU at 2.8x). Row update counts exact;
 #   checkpoint the GPU's state after 10 steps, saved and loaded on the CPU, bit for bit; the GPU
 #              resumed from that file for 10 more steps ends bit for bit where its own 20 steps do
 #              (a GPU run repeats itself exactly).
@@ -52,7 +52,7 @@ for case in "dropless moe.capacity_factor=0" "capacity moe.capacity_factor=1.0" 
   k=(train.lr=3e-3 "$over")
   run "cpu_$name" --from 0 --to 20 "${k[@]}" parallel.device=cpu || continue
   refs=""
-  for seed in 1 2 3; do   # three draws of rounding-level noise: the largest divergence is the bound's unit
+  for seed in 99 1 2; do   # three draws of rounding-level noise: the largest divergence is the bound's unit
     run "pert${seed}_$name" --from 0 --to 20 --perturb 1e-6 --perturb-seed $seed "${k[@]}" parallel.device=cpu
     refs+="${refs:+,}$tmp/pert${seed}_$name.state"
   done
