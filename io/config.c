@@ -80,7 +80,7 @@ static const ConfigKey KEYS[] = {
     {"train.eval_batches", KEY_INT, OFF(train.eval_batches), "4", 1, INT_MAX, NULL, "global batches per validation pass"},
     {"train.log_every", KEY_INT, OFF(train.log_every), "10", 1, INT_MAX, NULL, "steps between progress lines"},
     {"train.max_bad_steps", KEY_INT, OFF(train.max_bad_steps), "5", 1, INT_MAX, NULL, "non-finite steps in a row before the run stops"},
-    {"train.precision", KEY_ENUM, OFF(train.precision), "fp32", 0, 0, "fp32|bf16", "GEMM precision: fp32, or bf16 inputs with fp32 accumulation and fp32 master weights (parallel.device=cuda only)"},
+    {"train.precision", KEY_ENUM, OFF(train.precision), "auto", 0, 0, "fp32|bf16|auto", "GEMM precision: fp32; bf16 inputs with fp32 accumulation and fp32 master weights (parallel.device=cuda only); auto = bf16 on cuda, fp32 on the CPU"},
     {"checkpoint.every", KEY_INT, OFF(checkpoint.every), "100", 0, INT_MAX, NULL, "steps between checkpoints; 0 = only at the end"},
     {"checkpoint.keep", KEY_INT, OFF(checkpoint.keep), "3", 1, INT_MAX, NULL, "newest checkpoints kept"},
     {"parallel.device", KEY_ENUM, OFF(parallel.device), "cpu", 0, 0, "cpu|cuda", "compute device; cuda needs a -DENGRAM_CUDA=ON build and a GPU (one rank per GPU), and is refused without them (docs/gpu.md)"},
@@ -571,6 +571,8 @@ static void config_resolve_(Config* c) {
     if (c->model.d_ff == 0) c->model.d_ff = 4 * c->model.d_model;
     if (c->moe.d_expert == 0) c->moe.d_expert = c->model.d_ff;
     if (c->engram.qk_norm_eps < 0) c->engram.qk_norm_eps = c->model.norm_eps;
+    if (c->train.precision == PRECISION_AUTO)   // a GPU trains in bf16; fp32 there is for tests
+        c->train.precision = c->parallel.device == DEVICE_CUDA ? PRECISION_BF16 : PRECISION_FP32;
 }
 
 int config_load(Config* c, const char* path, int n_overrides, char** overrides, char* err, size_t n) {

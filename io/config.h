@@ -22,7 +22,8 @@ typedef struct { int n; double* v; } F64List;
 
 enum { LR_DECAY_COSINE = 0, LR_DECAY_CONSTANT = 1 };
 enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 };
-enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };   // train.precision; the same values as BackendPrecision
+// train.precision; FP32 and BF16 are BackendPrecision's values, AUTO is resolved to one of them at load
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1, PRECISION_AUTO = 2 };
 /* engram.flavour uses EngramFlavour's values (src/ngram_hash.h): 0 deepseek, 1 maxtext. */
 
 typedef struct {

@@ -70,11 +70,11 @@ done
 # checkpoints cross devices exactly: the GPU's state after 10 steps, saved, is what the CPU loads
 # (bit for bit); and the GPU resuming from its file ends exactly where its own 20 steps do
 k=(train.lr=3e-3 moe.capacity_factor=0)
-run gpu_half --from 0 --to 10 --save "$tmp/ck" "${k[@]}" parallel.device=cuda &&
+run gpu_half --from 0 --to 10 --save "$tmp/ck" "${k[@]}" parallel.device=cuda train.precision=fp32 &&
   run cpu_load --from 10 --to 10 --load "$tmp/ck" "${k[@]}" parallel.device=cpu &&
   check "a GPU checkpoint loaded on the CPU holds the GPU's state bit for bit" 1 \
     "$bin" compare "$cfg" "$tmp/gpu_half.state" "$tmp/cpu_load.state" 0 "${k[@]}"
-run gpu_rest --from 10 --to 20 --load "$tmp/ck" "${k[@]}" parallel.device=cuda &&
+run gpu_rest --from 10 --to 20 --load "$tmp/ck" "${k[@]}" parallel.device=cuda train.precision=fp32 &&
   check "the GPU resumed from its checkpoint ends bit for bit where its own 20 steps do" 1 \
     "$bin" compare "$cfg" "$tmp/fp32_dropless.state" "$tmp/gpu_rest.state" 0 "${k[@]}"
 for f in "$tmp"/*.txt; do echo "$(basename "$f" .txt): $(tail -n 1 "$f")"; done

@@ -55,6 +55,28 @@ static void defaults_are_valid_and_resolved(void** state) {
     config_free(&c);
 }
 
+/* train.precision auto: bf16 on a GPU, fp32 on the CPU; explicit values stay; bf16 on the CPU refused. */
+static void precision_follows_the_device_unless_set(void** state) {
+    (void)state;
+    struct { const char* over[2]; int want; } cases[] = {
+        {{"parallel.device=cpu", NULL}, PRECISION_FP32},
+        {{"parallel.device=cuda", NULL}, PRECISION_BF16},
+        {{"parallel.device=cuda", "train.precision=fp32"}, PRECISION_FP32},
+        {{"parallel.device=cuda", "train.precision=bf16"}, PRECISION_BF16},
+        {{"parallel.device=cpu", "train.precision=fp32"}, PRECISION_FP32},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Config c;
+        char err[512] = "";
+        int n = cases[i].over[1] ? 2 : 1;
+        assert_int_equal(config_load(&c, NULL, n, (char**)cases[i].over, err, sizeof err), 0);
+        assert_int_equal(c.train.precision, cases[i].want);
+        config_free(&c);
+    }
+    char* cpu_bf16[] = {"parallel.device=cpu", "train.precision=bf16"};
+    assert_refused_("{}\n", 2, cpu_bf16, "train.precision", "parallel.device=cuda only");
+}
+
 static void tiny_config_loads_with_its_values(void** state) {
     (void)state;
     Config c;
@@ -216,6 +238,7 @@ int main(void) {
     if (!mkdtemp(tmpdir_)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_are_valid_and_resolved),
+        cmocka_unit_test(precision_follows_the_device_unless_set),
         cmocka_unit_test(tiny_config_loads_with_its_values),
         cmocka_unit_test(list_order_is_kept_as_written),
         cmocka_unit_test(unknown_key_names_the_closest_valid_one),
