@@ -91,6 +91,47 @@ static void write_rows_(Writer_* w, hid_t ds, const CkSet* s, hid_t type, int64_
         fail_(w, "cannot write %s", s->path);
 }
 
+/* A dense set's part into its flat dataset ds (format 2): row r of the tensor is elements
+ * [flat_at + r·re, +re) there (re = elements per row). Replicated sets are shared out as in
+ * write_whole_; the checksum is the tensor's own (word indices from its first element). */
+static void write_flat_(Writer_* w, hid_t ds, const CkSet* s, const void* data, int64_t first, int64_t local,
+                        uint64_t* sum) {
+    int64_t rows = s->ndim ? (int64_t)s->dims[0] : 1, numel = 1;
+    for (int d = 0; d < s->ndim; d++) numel *= (int64_t)s->dims[d];
+    const int64_t re = rows ? numel / rows : 0, at = s->flat_at;
+    int64_t lo = first, n = s->writes ? local : 0, max_rows = s->max_rows;
+    const float* p = data;   // row lo's values
+    if (!s->sharded) {
+        lo = 0, n = w->rank == 0 ? rows : 0, max_rows = rows;
+        if ((size_t)numel * 4 >= SPLIT_MIN_BYTES && rows >= w->P) {
+            shard_row_range(rows, w->P, w->rank, &lo, &n);
+            max_rows = shard_block_rows(rows, w->P);
+        }
+        p += (size_t)(lo * re);
+    }
+    if (ckpt_rows_io_at(1, ds, H5T_NATIVE_FLOAT, w->dxpl, at + lo * re, at + (lo + n) * re, max_rows * re, 4,
+                        (void*)p, numel ? sum : NULL, w->sm, at) < 0)
+        fail_(w, "cannot write %s", s->path);
+}
+
+/* Each dense tensor as a virtual dataset at its path, mapping its elements of the flat dataset:
+ * h5py, h5ls and inspect see it by name (with its checksum), loads read the flat one. */
+static hid_t create_view_(Writer_* w, const CkSet* s, int64_t flat_n) {
+    int64_t numel = 1;
+    for (int d = 0; d < s->ndim; d++) numel *= (int64_t)s->dims[d];
+    hsize_t n = (hsize_t)flat_n, start = (hsize_t)s->flat_at, count = (hsize_t)numel;
+    hid_t vs = s->ndim ? H5Screate_simple(s->ndim, s->dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t src = H5Screate_simple(1, &n, NULL);
+    H5Sselect_hyperslab(src, H5S_SELECT_SET, &start, NULL, &count, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    H5Pset_virtual(dcpl, vs, ".", CKPT_FLAT[s->src - CK_PARAM], src);
+    hid_t ds = H5Dcreate2(w->file, s->path, H5T_NATIVE_FLOAT, vs, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl), H5Pclose(lcpl), H5Sclose(vs), H5Sclose(src);
+    if (ds < 0) fail_(w, "cannot create dataset %s", s->path);
+    return ds;
+}
+
 /* A small metadata dataset: created, written by rank 0, closed. */
 static void write_small_(Writer_* w, const char* path, hid_t type, int ndim, const hsize_t* dims, const void* data,
                          size_t nbytes) {
@@ -160,15 +201,23 @@ static void write_metadata_(Writer_* w, const Trainer* tr, const Config* c, cons
 static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const CkSet* sets, int n) {
     w->sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
     hid_t* ds = mallocCheck(((size_t)n + 1) * sizeof(hid_t));
+    const int64_t flat_n = ckpt_flat_numel(sets, n);
+    hsize_t fdims = (hsize_t)flat_n;
+    hid_t flat[3];   // the dense tensors' values, m and v (format 2)
+    for (int k = 0; k < 3; k++) flat[k] = create_(w, CKPT_FLAT[k], H5T_NATIVE_FLOAT, 1, &fdims);
     for (int i = 0; i < n; i++)
-        ds[i] = create_(w, sets[i].path, sets[i].is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, sets[i].ndim, sets[i].dims);
+        ds[i] = sets[i].flat_at >= 0 ? flat[sets[i].src - CK_PARAM]
+                : create_(w, sets[i].path, sets[i].is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, sets[i].ndim,
+                          sets[i].dims);
     for (int i = 0; i < n; i++) {
         const CkSet* s = &sets[i];
         if (ds[i] < 0) continue;
         hid_t type = s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
         int64_t first = 0, local = 0;
         const void* data = ckpt_set_data(tr, s, &first, &local);
-        if (s->sharded) {
+        if (s->flat_at >= 0) {
+            write_flat_(w, ds[i], s, data, first, local, &w->sums[i]);
+        } else if (s->sharded) {
             write_rows_(w, ds[i], s, type, first, local, data, &w->sums[i]);
         } else {
             size_t numel = 1;
@@ -179,7 +228,22 @@ static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const
     ckpt_summer_wait(w->sm);
     if (w->comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, w->sums, n, MPI_UINT64_T, MPI_SUM, w->comm);
     const double betas[2] = {c->train.beta1, c->train.beta2};
+    // the flat datasets carry every dense tensor's checksum (in set order) and the tensors' shapes
+    uint64_t* flat_sums = callocCheck((size_t)n + 1, sizeof(uint64_t));
+    char* shapes = ckpt_flat_tensors(sets, n);
+    for (int k = 0; k < 3; k++) {
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (sets[i].flat_at >= 0 && (int)sets[i].src == CK_PARAM + k) flat_sums[m++] = w->sums[i];
+        if (flat[k] < 0 || ckpt_attr_write_u64s(flat[k], "checksums", flat_sums, m) ||
+            ckpt_attr_write_str(flat[k], "tensors", shapes))
+            fail_(w, "cannot write the attributes of %s", CKPT_FLAT[k]);
+        if (flat[k] >= 0) H5Dclose(flat[k]);
+    }
+    free(shapes);
+    free(flat_sums);
     for (int i = 0; i < n; i++) {
+        if (sets[i].flat_at >= 0) ds[i] = flat[sets[i].src - CK_PARAM] < 0 ? -1 : create_view_(w, &sets[i], flat_n);
         if (ds[i] < 0 || ckpt_attr_write_u64(ds[i], "checksum", w->sums[i])) fail_(w, "cannot write the checksum of %s", sets[i].path);
         if (ds[i] >= 0) H5Dclose(ds[i]);
         if (sets[i].src == CK_M) {   // the /optim/<name> group: Adam's step count and betas
@@ -269,7 +333,8 @@ static int publish_(const Trainer* tr, const char* dir, const char* tmp, const c
     if (f < 0) return -1;
     CkSet* sets = NULL;
     int n = ckpt_layout(tr, &sets);
-    int rc = ckpt_check_sets(f, tmp, sets, n, NULL, err, errlen);
+    // every dataset by name (the tensors' views too: the serial driver reads them), then the flat ones
+    int rc = ckpt_check_sets(f, tmp, sets, n, 0, NULL, err, errlen) || ckpt_check_sets(f, tmp, sets, n, 1, NULL, err, errlen);
     free(sets);
     H5Fclose(f);
     if (rc) return -1;

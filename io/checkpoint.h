@@ -18,7 +18,7 @@
 #include "train.h"
 
 #define CHECKPOINT_FORMAT "engram-checkpoint"
-#define CHECKPOINT_FORMAT_VERSION 1
+#define CHECKPOINT_FORMAT_VERSION 2
 
 /* Training state beyond the tensors. */
 typedef struct {

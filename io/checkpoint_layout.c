@@ -246,6 +246,11 @@ static void bounce_give_back_(CkSummer* sm, int i) {
 
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
                     size_t row_bytes, void* data, uint64_t* sum, CkSummer* sm) {
+    return ckpt_rows_io_at(write, ds, memtype, dxpl, lo, hi, max_rows, row_bytes, data, sum, sm, 0);
+}
+
+herr_t ckpt_rows_io_at(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
+                       size_t row_bytes, void* data, uint64_t* sum, CkSummer* sm, int64_t row0) {
     hid_t fs = H5Dget_space(ds);
     const haddr_t at = H5Dget_offset(ds);   // file offset of a contiguous dataset (memtype = file type)
     hsize_t dims[H5S_MAX_RANK];
@@ -281,7 +286,7 @@ herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, 
         // checksums go to the summer's thread: a written piece is summed while the write copies it
         // (both only read it), a read one right after it arrives (still in cache)
         size_t piece_bytes = a < b ? (size_t)(b - a) * mem_row : 0;
-        uint64_t first_word = (uint64_t)a * mem_row / 4;
+        uint64_t first_word = (uint64_t)(a - row0) * mem_row / 4;
         if (sum && write && piece_bytes) summer_add_(sm, NULL, p, piece_bytes, first_word, sum, -1);
         // a read into memory misaligned to the file offset goes through an aligned bounce buffer (fast
         // kernel copy), then one pass copies it out and takes the checksum
@@ -305,6 +310,7 @@ static CkSet* push_(CkSet** v, int* n, int* cap) {
     CkSet* s = &(*v)[(*n)++];
     memset(s, 0, sizeof *s);
     s->tensor = s->layer = -1;
+    s->flat_at = -1;
     return s;
 }
 
@@ -315,6 +321,7 @@ int ckpt_layout(const Trainer* tr, CkSet** out) {
     CkSet* v = NULL;
     int n = 0, cap = 0;
     static const char* dense_dir[3] = {"/params/%s", "/optim/%s/m", "/optim/%s/v"};
+    int64_t flat = 0;   // the next dense tensor's place in the flat datasets
     static const char* table_name[4] = {"table", "m", "v", "row_updates"};
     for (int i = 0; i < tt->n; i++) {
         const TensorInfo* t = &tt->t[i];
@@ -327,12 +334,14 @@ int ckpt_layout(const Trainer* tr, CkSet** out) {
                 s->ndim = t->ndim;
                 for (int d = 0; d < t->ndim; d++) s->dims[d] = (hsize_t)t->shape[d];
                 s->tensor = i;
+                s->flat_at = flat;
                 if (t->shard == SHARD_EXPERTS && tt->ep > 1) {   // [E, ...]: each rank its experts
                     s->sharded = 1;
                     s->max_rows = shard_block_rows(t->shape[0], tt->ep);
                     s->writes = rank < tt->ep;   // the first group holds every expert once
                 }
             }
+            flat += t->numel;
             continue;
         }
         const int e = t->engram, blk = nh->layer_ids[e];
@@ -362,6 +371,37 @@ int ckpt_layout(const Trainer* tr, CkSet** out) {
     return n;
 }
 
+const char* const CKPT_FLAT[3] = {"/dense/params", "/dense/m", "/dense/v"};
+
+int64_t ckpt_flat_numel(const CkSet* sets, int n) {
+    int64_t end = 0;
+    for (int i = 0; i < n; i++)
+        if (sets[i].flat_at >= 0) {
+            int64_t numel = 1;
+            for (int d = 0; d < sets[i].ndim; d++) numel *= (int64_t)sets[i].dims[d];
+            if (sets[i].flat_at + numel > end) end = sets[i].flat_at + numel;
+        }
+    return end;
+}
+
+char* ckpt_flat_tensors(const CkSet* sets, int n) {
+    size_t cap = 256, len = 0;
+    char* out = mallocCheck(cap);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (sets[i].src != CK_PARAM) continue;
+        char one[256];
+        int k = snprintf(one, sizeof one, "%s%s [", len ? ";" : "", sets[i].path + strlen("/params/"));
+        for (int d = 0; d < sets[i].ndim; d++)
+            k += snprintf(one + k, sizeof one - (size_t)k, "%s%llu", d ? "," : "", (unsigned long long)sets[i].dims[d]);
+        k += snprintf(one + k, sizeof one - (size_t)k, "]");
+        while (len + (size_t)k + 1 > cap) out = reallocCheck(out, cap *= 2);
+        memcpy(out + len, one, (size_t)k + 1);
+        len += (size_t)k;
+    }
+    return out;
+}
+
 /* ---- attributes ------------------------------------------------------------------------------ */
 
 static int attr_write_(hid_t obj, const char* name, hid_t type, hid_t space, const void* v) {
@@ -378,6 +418,20 @@ int ckpt_attr_write_i64(hid_t obj, const char* name, int64_t v) {
 }
 int ckpt_attr_write_u64(hid_t obj, const char* name, uint64_t v) {
     return attr_write_(obj, name, H5T_NATIVE_UINT64, H5Screate(H5S_SCALAR), &v);
+}
+int ckpt_attr_write_u64s(hid_t obj, const char* name, const uint64_t* v, int n) {
+    hsize_t len = (hsize_t)(n > 0 ? n : 1);
+    uint64_t zero = 0;
+    return attr_write_(obj, name, H5T_NATIVE_UINT64, H5Screate_simple(1, &len, NULL), n > 0 ? (const void*)v : &zero);
+}
+int ckpt_attr_read_u64s(hid_t obj, const char* name, uint64_t* v, int n) {
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), sp = a < 0 ? -1 : H5Aget_space(a);
+    int ok = sp >= 0 && H5Sget_simple_extent_npoints(sp) == (hssize_t)(n > 0 ? n : 1) &&
+             (n == 0 || H5Aread(a, H5T_NATIVE_UINT64, v) >= 0);
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    return ok ? 0 : -1;
 }
 int ckpt_attr_write_f64s(hid_t obj, const char* name, const double* v, int n) {
     hsize_t d = (hsize_t)n;
@@ -543,20 +597,102 @@ static int check_set_(hid_t f, const char* file, const CkSet* s, hid_t* id, char
     return 0;
 }
 
-int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, hid_t* ids, char* err, size_t errlen) {
+/* The first tensor where the flat datasets' `tensors` list (have) and the config's (want) differ, as
+ * the per-dataset check would say it: a shape, a tensor missing, or one the config lacks. */
+static void tensors_diff_(const char* file, const char* have, const char* want, char* err, size_t errlen) {
+    const char *h = have, *w = want;
+    for (;;) {
+        size_t hl = strcspn(h, ";"), wl = strcspn(w, ";");
+        if (hl != wl || strncmp(h, w, hl)) {
+            size_t hn = strcspn(h, " "), wn = strcspn(w, " ");
+            if (!wl) {
+                snprintf(err, errlen, "%s: /params/%.*s is in the file but not in this config (written with a different "
+                         "config? `engram inspect %s` shows the one it holds)", file, (int)(hn < hl ? hn : hl), h, file);
+            } else if (hl && hn == wn && !strncmp(h, w, hn)) {
+                snprintf(err, errlen, "%s: /params/%.*s has shape %.*s but this config needs %.*s (written with a "
+                         "different config? `engram inspect %s` shows the one it holds)", file, (int)hn, h,
+                         (int)(hl - hn - 1), h + hn + 1, (int)(wl - wn - 1), w + wn + 1, file);
+            } else {
+                snprintf(err, errlen, "%s: dataset /params/%.*s is missing; this config expects it (written with a "
+                         "different config? `engram inspect %s` shows the one it holds)", file, (int)wn, w, file);
+            }
+            return;
+        }
+        if (!h[hl]) return;   // both ended together: no difference
+        h += hl + 1, w += wl + 1;
+    }
+}
+
+/* Format 2: the flat datasets present, 1-D float32 of the dense tensors' total size, and holding the
+ * tensors (names and shapes) this config has; flat_ids [3] receive them open (NULL: closed). */
+static int check_flat_(hid_t f, const char* file, const CkSet* sets, int n, hid_t* flat_ids, char* err, size_t errlen) {
+    CkSet fs;
+    memset(&fs, 0, sizeof fs);
+    fs.is_float = 1, fs.ndim = 1, fs.dims[0] = (hsize_t)ckpt_flat_numel(sets, n), fs.flat_at = -1;
+    fs.tensor = fs.layer = -1;
+    hid_t ids[3] = {-1, -1, -1};
+    int rc = 0;
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        snprintf(fs.path, sizeof fs.path, "%s", CKPT_FLAT[k]);
+        hid_t ds = H5Dopen2(f, fs.path, H5P_DEFAULT);
+        char* have = ds >= 0 ? ckpt_attr_read_str(ds, "tensors") : NULL;
+        char* want = ckpt_flat_tensors(sets, n);
+        if (ds >= 0) H5Dclose(ds);
+        if (have && strcmp(have, want)) {   // the tensor-level reason first: it names what changed
+            tensors_diff_(file, have, want, err, errlen);
+            rc = -1;
+        } else if (ds >= 0 && !have) {
+            snprintf(err, errlen, "%s: %s has no `tensors` attribute (corrupt file)", file, fs.path);
+            rc = -1;
+        } else {
+            rc = check_set_(f, file, &fs, &ids[k], err, errlen);
+        }
+        free(have);
+        free(want);
+    }
+    for (int k = 0; k < 3; k++)
+        if (rc || !flat_ids) {
+            if (ids[k] >= 0) H5Dclose(ids[k]);
+        } else {
+            flat_ids[k] = ids[k];
+        }
+    return rc;
+}
+
+int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, int flat, hid_t* ids, char* err,
+                    size_t errlen) {
     if (H5Lexists(f, "/config", H5P_DEFAULT) <= 0) {
         snprintf(err, errlen, "%s: /config is missing (corrupt or incomplete checkpoint)", file);
         return -1;
     }
+    hid_t fid[3] = {-1, -1, -1};
+    if (flat && check_flat_(f, file, sets, n, ids ? fid : NULL, err, errlen)) return -1;
     for (int i = 0; i < n; i++) {
         hid_t ds = -1;
+        if (flat && sets[i].flat_at >= 0) {   // read through its flat dataset
+            if (ids) ids[i] = fid[sets[i].src - CK_PARAM];
+            continue;
+        }
         if (check_set_(f, file, &sets[i], ids ? &ds : NULL, err, errlen)) {
-            for (int k = 0; ids && k < i; k++) H5Dclose(ids[k]);
+            for (int k = 0; ids && k < i; k++)
+                if (!(flat && sets[k].flat_at >= 0)) H5Dclose(ids[k]);
+            for (int k = 0; k < 3; k++)
+                if (fid[k] >= 0) H5Dclose(fid[k]);
             return -1;
         }
         if (ids) ids[i] = ds;
     }
     return 0;
+}
+
+void ckpt_close_sets(const CkSet* sets, int n, int flat, const hid_t* ids) {
+    hid_t fid[3] = {-1, -1, -1};
+    for (int i = 0; i < n; i++) {
+        if (flat && sets[i].flat_at >= 0) fid[sets[i].src - CK_PARAM] = ids[i];   // shared: closed once below
+        else if (ids[i] >= 0) H5Dclose(ids[i]);
+    }
+    for (int k = 0; k < 3; k++)
+        if (fid[k] >= 0) H5Dclose(fid[k]);
 }
 
 char* ckpt_read_config_string(hid_t f) {

@@ -36,7 +36,20 @@ typedef struct {
     int64_t max_rows;    // sharded: the largest part any rank holds (the same on every rank)
     int writes;          // sharded: this rank writes its part and counts it in the checksum (of
                          // ranks holding the same experts, those of the first group do)
+    int64_t flat_at;     // dense sets (format 2): first element in CKPT_FLAT[src]; -1: other sets
 } CkSet;
+
+/* Format 2 keeps the dense tensors' values, m and v in three flat float32 datasets, the tensors one
+ * after another in the tensor table's order at their logical shapes (experts gathered), so a load
+ * reads three datasets, not three per tensor. Each tensor is also a virtual dataset at its path
+ * (/params/<name>, /optim/<name>/m, v) for h5py, h5ls and engram inspect. HDF5 1.10 cannot read a
+ * virtual dataset through MPI-IO: readers by name open the file with the serial driver. */
+extern const char* const CKPT_FLAT[3];   // indexed by CK_PARAM, CK_M, CK_V
+/* Elements in each flat dataset: the dense tensors' logical sizes summed. */
+int64_t ckpt_flat_numel(const CkSet* sets, int n);
+/* The tensors' names and shapes as one line ("name [d0,d1];..."), kept as the flat datasets'
+ * attribute `tensors`: a load compares it instead of opening every tensor's dataset. */
+char* ckpt_flat_tensors(const CkSet* sets, int n);
 
 /* Every dataset of tr's checkpoint (without /config and /tokenizer); *out malloc'd. */
 int ckpt_layout(const Trainer* tr, CkSet** out);
@@ -88,11 +101,17 @@ void ckpt_summer_stop(CkSummer* sm);    // wait, end the thread, free (NULL: not
  * status (< 0 on failure). */
 herr_t ckpt_rows_io(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
                     size_t row_bytes, void* data, uint64_t* sum, CkSummer* sm);
+/* The same for a set that starts at row row0 of ds (a tensor in a flat dataset): the checksum's
+ * word indices count from row0, so the sum is the tensor's own. */
+herr_t ckpt_rows_io_at(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
+                       size_t row_bytes, void* data, uint64_t* sum, CkSummer* sm, int64_t row0);
 
 /* Attributes of an object (file, group or dataset). Writers: every rank calls with the same value
  * (collective metadata in parallel HDF5). Return 0 or -1. */
 int ckpt_attr_write_i64(hid_t obj, const char* name, int64_t v);
 int ckpt_attr_write_u64(hid_t obj, const char* name, uint64_t v);
+int ckpt_attr_write_u64s(hid_t obj, const char* name, const uint64_t* v, int n);
+int ckpt_attr_read_u64s(hid_t obj, const char* name, uint64_t* v, int n);   // exactly n values
 int ckpt_attr_write_f64s(hid_t obj, const char* name, const double* v, int n);
 int ckpt_attr_write_str(hid_t obj, const char* name, const char* s);
 int ckpt_attr_read_i64(hid_t obj, const char* name, int64_t* v);
@@ -109,7 +128,12 @@ int ckpt_path_exists(hid_t f, const char* path);
  * none) receives the n datasets still open, for the caller to read and close (opening one costs
  * tens of µs: a load of a few hundred datasets should not open each more than once); on failure
  * none is left open. */
-int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, hid_t* ids, char* err, size_t errlen);
+int ckpt_check_sets(hid_t f, const char* file, const CkSet* sets, int n, int flat, hid_t* ids, char* err,
+                    size_t errlen);
+/* With flat (a format 2 file), the dense sets are not opened one by one: the flat datasets are
+ * checked instead (present, the config's tensors and total size), and ids of dense sets are their
+ * flat dataset's. ckpt_close_sets closes what ckpt_check_sets left open, each id once. */
+void ckpt_close_sets(const CkSet* sets, int n, int flat, const hid_t* ids);
 /* /config as a malloc'd string; NULL if absent. */
 char* ckpt_read_config_string(hid_t f);
 

@@ -97,11 +97,33 @@ static int check_hash_(const hid_t* ids, const char* file, const Trainer* tr, co
 }
 
 /* Read rows [lo, hi) of an open set (this rank's part of max_rows per rank) into out, adding their
- * checksum to *sum (NULL: none; complete after the summer's wait). 0 or -1. */
-static int read_rows_(hid_t ds, const CkSet* s, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows, size_t row_bytes,
-                      void* out, uint64_t* sum, CkSummer* sm) {
+ * checksum to *sum (NULL: none; complete after the summer's wait). A dense set of a format 2 file
+ * (flat) is read from its flat dataset ds, its rows as elements from s->flat_at on. 0 or -1. */
+static int read_rows_(hid_t ds, const CkSet* s, int flat, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
+                      size_t row_bytes, void* out, uint64_t* sum, CkSummer* sm) {
+    if (flat && s->flat_at >= 0) {
+        const int64_t re = (int64_t)(row_bytes / 4), at = s->flat_at;
+        return ckpt_rows_io_at(0, ds, H5T_NATIVE_FLOAT, dxpl, at + lo * re, at + hi * re, max_rows * re, 4, out, sum,
+                               sm, at) < 0 ? -1 : 0;
+    }
     return ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, lo, hi, max_rows, row_bytes,
                         out, sum, sm) < 0 ? -1 : 0;
+}
+
+/* The expected checksums of a format 2 file's dense sets: the flat datasets' `checksums` arrays,
+ * in set order (has[i] 0 where one is missing or of another length). */
+static void flat_checksums_(const hid_t* ids, const CkSet* sets, int n, uint64_t* want, int* has) {
+    for (int k = 0; k < 3; k++) {
+        int m = 0, first = -1;
+        for (int i = 0; i < n; i++)
+            if (sets[i].flat_at >= 0 && (int)sets[i].src == CK_PARAM + k) first = first < 0 ? i : first, m++;
+        if (first < 0) continue;
+        uint64_t* v = callocCheck((size_t)m + 1, sizeof(uint64_t));
+        int ok = ckpt_attr_read_u64s(ids[first], "checksums", v, m) == 0;
+        for (int i = 0, j = 0; i < n; i++)
+            if (sets[i].flat_at >= 0 && (int)sets[i].src == CK_PARAM + k) has[i] = ok, want[i] = v[j++];
+        free(v);
+    }
 }
 
 static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local) {
@@ -115,8 +137,8 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
  * bytes reach every rank, so checking each once is enough, and P ranks share the work). Small
  * replicated sets (and scalars) every rank checks whole itself. 0, or -1 with err (the same on
  * every rank). */
-static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const CkSet* sets, int n, hid_t dxpl,
-                         MPI_Comm comm, char* err, size_t errlen) {
+static int read_tensors_(const hid_t* ids, int flat, const char* file, Trainer* tr, const CkSet* sets, int n,
+                         hid_t dxpl, MPI_Comm comm, char* err, size_t errlen) {
     const int P = tr->comm ? tr->comm->size : 1, rank = tr->comm ? tr->comm->rank : 0;
     uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] parts summed over ranks
     uint64_t* whole = callocCheck((size_t)n + 1, sizeof(uint64_t));   // [n] sets each rank checks whole
@@ -126,15 +148,16 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
     int bad = -1;
     // checksums on another thread while the next pieces are read (where the rank has a core to spare)
     CkSummer* sm = ckpt_summer_start(comm_cores(tr->comm));
+    if (flat) flat_checksums_(ids, sets, n, want, has);
     for (int i = 0; i < n && bad < 0; i++) {
         const CkSet* s = &sets[i];
         int64_t first = 0, local = 0;
         void* out = target_(tr, s, &first, &local);
         if (!out) continue;
-        has[i] = ckpt_attr_read_u64(ids[i], "checksum", &want[i]) == 0;
+        if (!flat || s->flat_at < 0) has[i] = ckpt_attr_read_u64(ids[i], "checksum", &want[i]) == 0;
         if (s->sharded) {   // each row counted once in the sum: replicas of an expert outside the first group don't
             in_parts[i] = 1;
-            if (read_rows_(ids[i], s, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
+            if (read_rows_(ids[i], s, flat, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
                            s->writes ? &sums[i] : NULL, sm)) bad = i;
             continue;
         }
@@ -146,14 +169,14 @@ static int read_tensors_(const hid_t* ids, const char* file, Trainer* tr, const 
         size_t row_bytes = numel * (s->is_float ? 4 : 8) / (size_t)rows;
         in_parts[i] = P > 1 && s->ndim > 0 && rows >= P && numel * (s->is_float ? 4 : 8) >= PARTS_MIN_BYTES_;
         if (!in_parts[i]) {
-            if (read_rows_(ids[i], s, dxpl, 0, rows, rows, row_bytes, out, &whole[i], sm)) bad = i;
+            if (read_rows_(ids[i], s, flat, dxpl, 0, rows, rows, row_bytes, out, &whole[i], sm)) bad = i;
             continue;
         }
         // block by block (every rank makes the same calls), summing only its own block
         for (int b = 0; b < P && bad < 0; b++) {
             int64_t lo, cnt;
             shard_row_range(rows, P, b, &lo, &cnt);
-            if (read_rows_(ids[i], s, dxpl, lo, lo + cnt, shard_block_rows(rows, P), row_bytes,
+            if (read_rows_(ids[i], s, flat, dxpl, lo, lo + cnt, shard_block_rows(rows, P), row_bytes,
                            (char*)out + (size_t)lo * row_bytes, b == rank ? &sums[i] : NULL, sm)) bad = i;
         }
     }
@@ -191,8 +214,8 @@ int checkpoint_load(Trainer* dev, const char* file, CkptState* st, char* err, si
         dxpl = H5Pcreate(H5P_DATASET_XFER);
         H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
     }
-    int rc = -1;
-    hid_t f = ckpt_open_checked(file, fapl, NULL, err, errlen);
+    int rc = -1, version = 0;
+    hid_t f = ckpt_open_checked(file, fapl, &version, err, errlen);
     H5Pclose(fapl);
     if (f >= 0) {
         CkSet* sets = NULL;
@@ -201,7 +224,8 @@ int checkpoint_load(Trainer* dev, const char* file, CkptState* st, char* err, si
         hid_t g = -1;
         int64_t ws = 0, ds = 0, bs = 0;
         hid_t* ids = mallocCheck(((size_t)n + 1) * sizeof(hid_t));   // [n] the datasets, open until the end
-        int opened = ckpt_check_sets(f, file, sets, n, ids, err, errlen) == 0;
+        const int flat = version >= 2;   // dense tensors in /dense/{params,m,v}
+        int opened = ckpt_check_sets(f, file, sets, n, flat, ids, err, errlen) == 0;
         if (!opened || check_hash_(ids, file, tr, sets, n, err, errlen)) {
             // refused before touching tr
         } else if (ckpt_attr_read_i64(f, "step", &st->step) || ckpt_attr_read_i64(f, "tokens_seen", &st->tokens_seen) ||
@@ -209,7 +233,7 @@ int checkpoint_load(Trainer* dev, const char* file, CkptState* st, char* err, si
                    ckpt_attr_read_u64(g, "seed", &st->seed) || ckpt_attr_read_i64(g, "data_position", &ds) ||
                    ckpt_attr_read_i64(g, "bad_steps", &bs)) {
             ckpt_errf(err, errlen, "%s: step, tokens_seen, world_size or /state attributes missing (corrupt file)", file);
-        } else if (read_tensors_(ids, file, tr, sets, n, dxpl, comm, err, errlen) == 0) {
+        } else if (read_tensors_(ids, flat, file, tr, sets, n, dxpl, comm, err, errlen) == 0) {
             st->world_size = (int)ws;
             st->data_position = ds;
             st->bad_steps = (long)bs;
@@ -218,7 +242,7 @@ int checkpoint_load(Trainer* dev, const char* file, CkptState* st, char* err, si
             rc = 0;
         }
         if (g >= 0) H5Gclose(g);
-        for (int i = 0; opened && i < n; i++) H5Dclose(ids[i]);
+        if (opened) ckpt_close_sets(sets, n, flat, ids);
         free(ids);
         free(sets);
         H5Fclose(f);

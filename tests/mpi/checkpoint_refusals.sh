@@ -41,9 +41,12 @@ for at in 0.05 0.97; do
   for P in 2 3; do refused "$tmp/wte_$at.h5" "/params/wte does not match its checksum" $P "${big[@]}"; done
 done
 "$mpirun" -np 3 "$bin" load "$cfg" "$tmp/big_ck" "${big[@]}"   # and the untouched file loads at P = 3
-cp "$good" "$tmp/nosum.h5"   # h5py (Debian's, an independent writer) deletes one checksum attribute
-/usr/bin/python3 -c 'import h5py, sys; del h5py.File(sys.argv[1], "r+")["/params/wte"].attrs["checksum"]' "$tmp/nosum.h5"
+cp "$good" "$tmp/nosum.h5"   # h5py (Debian's, an independent writer) deletes the dense tensors' checksums
+/usr/bin/python3 -c 'import h5py, sys; del h5py.File(sys.argv[1], "r+")["/dense/params"].attrs["checksums"]' "$tmp/nosum.h5"
 refused "$tmp/nosum.h5" "/params/wte has no checksum attribute" 2
+cp "$good" "$tmp/notensors.h5"   # and the list of tensors the flat datasets hold
+/usr/bin/python3 -c 'import h5py, sys; del h5py.File(sys.argv[1], "r+")["/dense/m"].attrs["tensors"]' "$tmp/notensors.h5"
+refused "$tmp/notensors.h5" "/dense/m has no \`tensors\` attribute" 2
 "$bin" foreign "$tmp/foreign.h5"
 refused "$tmp/foreign.h5" "not an engram checkpoint" 1
 echo "hello" > "$tmp/text.h5"

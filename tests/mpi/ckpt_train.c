@@ -398,6 +398,20 @@ static int corrupt_(const char* file, const char* dataset, double frac) {
     if (ds < 0) engram_fail("%s: cannot open %s", file, dataset);
     haddr_t off = H5Dget_offset(ds);
     hsize_t size = H5Dget_storage_size(ds);
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (H5Pget_layout(dcpl) == H5D_VIRTUAL) {   // a tensor of a format 2 file: its bytes in the flat dataset
+        char src[256];
+        hsize_t lo[H5S_MAX_RANK], hi[H5S_MAX_RANK];
+        hid_t ss = H5Pget_virtual_srcspace(dcpl, 0);
+        H5Pget_virtual_dsetname(dcpl, 0, src, sizeof src);
+        H5Sget_select_bounds(ss, lo, hi);
+        hid_t sd = H5Dopen2(f, src, H5P_DEFAULT);
+        if (sd < 0) engram_fail("%s: cannot open %s, the source of %s", file, src, dataset);
+        off = H5Dget_offset(sd) + lo[0] * sizeof(float), size = (hi[0] - lo[0] + 1) * sizeof(float);
+        H5Dclose(sd);
+        H5Sclose(ss);
+    }
+    H5Pclose(dcpl);
     H5Dclose(ds);
     H5Fclose(f);
     int fd = open(file, O_RDWR);

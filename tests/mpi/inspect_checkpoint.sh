@@ -63,7 +63,8 @@ for L, HL in zip(g["layers"], h["layers"]):
         assert abs(x["norm"] - float(np.linalg.norm(tab[x["row"]].astype(np.float64)))) < 1e-9, x
 cfg = f["config"][()].decode()
 assert "engram:" in cfg and "vocab_size: 50257" in cfg, cfg[:200]
-assert f.attrs["format"].decode() == "engram-checkpoint" and f.attrs["format_version"] == 1
+assert f.attrs["format"].decode() == "engram-checkpoint" and f.attrs["format_version"] == 2
+assert f["params/wte"].is_virtual and f["dense/params"].shape == (sum(numel[n] for n in numel if not n.endswith("engram.table")),)
 assert f["tokenizer/compress_lookup"].shape == (50257,) and f["tokenizer/compress_lookup"].attrs["V_compressed"] > 0
 print("h5py agrees: P_tot %d, P_act %d, rho %.4f; slices, n-gram rows (%d layers), owners, counts and norms match"
       % (p_tot, acc["P_act"], acc["rho_actual"], len(g["layers"])))
