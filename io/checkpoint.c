@@ -243,8 +243,10 @@ static void write_tensors_(Writer_* w, const Trainer* tr, const Config* c, const
     free(shapes);
     free(flat_sums);
     for (int i = 0; i < n; i++) {
-        if (sets[i].flat_at >= 0) ds[i] = flat[sets[i].src - CK_PARAM] < 0 ? -1 : create_view_(w, &sets[i], flat_n);
-        if (ds[i] < 0 || ckpt_attr_write_u64(ds[i], "checksum", w->sums[i])) fail_(w, "cannot write the checksum of %s", sets[i].path);
+        const int view = sets[i].flat_at >= 0;   // its checksum is in the flat dataset's array
+        if (view) ds[i] = flat[sets[i].src - CK_PARAM] < 0 ? -1 : create_view_(w, &sets[i], flat_n);
+        if (ds[i] < 0 || (!view && ckpt_attr_write_u64(ds[i], "checksum", w->sums[i])))
+            fail_(w, "cannot write the checksum of %s", sets[i].path);
         if (ds[i] >= 0) H5Dclose(ds[i]);
         if (sets[i].src == CK_M) {   // the /optim/<name> group: Adam's step count and betas
             char grp[sizeof sets[i].path];
@@ -333,8 +335,7 @@ static int publish_(const Trainer* tr, const char* dir, const char* tmp, const c
     if (f < 0) return -1;
     CkSet* sets = NULL;
     int n = ckpt_layout(tr, &sets);
-    // every dataset by name (the tensors' views too: the serial driver reads them), then the flat ones
-    int rc = ckpt_check_sets(f, tmp, sets, n, 0, NULL, err, errlen) || ckpt_check_sets(f, tmp, sets, n, 1, NULL, err, errlen);
+    int rc = ckpt_check_sets(f, tmp, sets, n, 1, NULL, err, errlen);   // as a load will check it
     free(sets);
     H5Fclose(f);
     if (rc) return -1;
