@@ -189,6 +189,11 @@ static float* slurp_(const char* path, size_t* n) {
     return b;
 }
 
+/* Floats in part p of a state dump: params, m, v, then per Engram layer table, m, v, updates. */
+static size_t part_len_(const Model* m, const Config* c, int p) {
+    return p < 3 ? m->tt.dense_numel : (size_t)m->hash.rows[(p - 3) / 4] * ((p - 3) % 4 == 3 ? 1 : c->engram.head_dim);
+}
+
 /* The three dense tensors whose values differ most (relative 2-norm), for the record. */
 static void worst_tensors_(const TensorTable* tt, const float* a, const float* b) {
     int top[3] = {-1, -1, -1};
@@ -229,7 +234,7 @@ static int compare_(const char* cfg_path, const char* pa, const char* pb, double
     double worst = 0;
     int n_parts = 3 + 4 * m.hash.n_layers;
     for (int p = 0; p < n_parts; p++) {
-        size_t len = p < 3 ? m.tt.dense_numel : (size_t)m.hash.rows[(p - 3) / 4] * ((p - 3) % 4 == 3 ? 1 : c.engram.head_dim);
+        size_t len = part_len_(&m, &c, p);
         // Adam moments of rows amplify summation-order noise: 10·TOL; update counts exact
         int kind = p < 3 ? p : 3 + (p - 3) % 4;
         double t = kind == 6 ? 0 : (kind == 1 || kind == 2 || kind == 4 || kind == 5) ? 10 * tol : tol;
@@ -280,7 +285,7 @@ static int compare_chaos_(const char* cfg_path, const char* pa, const char* pb, 
     int fails = 0, n_parts = 3 + 4 * m.hash.n_layers;
     size_t off = 0;
     for (int p = 0; p < n_parts; p++) {
-        size_t len = p < 3 ? m.tt.dense_numel : (size_t)m.hash.rows[(p - 3) / 4] * ((p - 3) % 4 == 3 ? 1 : c.engram.head_dim);
+        size_t len = part_len_(&m, &c, p);
         double db = 0, dc = 0, ref = 0;
         for (size_t i = off; i < off + len; i++) db += ((double)b[i] - a[i]) * ((double)b[i] - a[i]), ref += (double)a[i] * a[i];
         for (int k = 0; k < n_c; k++) {
