@@ -6,7 +6,9 @@
  * checkpoint_save does (collective write, fsync, verification, rename, `latest`); load includes
  * every check and checksum. One training step runs first so that every buffer holds values (never
  * touched calloc'ed moments would make the save pay for page faults a real run never sees).
- * Prints one JSON line (rank 0). Best of --reps (default 3) each.
+ * Files go to a fresh directory DIR/bench_checkpoint.XXXXXX (--dir, default .), removed at the end.
+ * Prints one JSON line (rank 0): the best of --reps (default 10) of each side, and the ratios of
+ * the medians too (on a shared host the best of a few reps swings by a third from run to run).
  *
  * Both sides run under the same conditions, rep by rep (after one untimed save; the checkpoint's
  * save + load first in odd reps, the plain pair first in even ones):
@@ -23,6 +25,7 @@
  *
  * Not here: correctness (tests/mpi/checkpoint_*.sh).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +62,11 @@ static void plain_io_(const char* path, char* buf, size_t n, double* t_write, do
     if (got != n) engram_fail("bench checkpoint: read back %zu of %zu bytes from %s", got, n, path);
 }
 
+static int cmp_seconds_(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
 /* Ranks other than 0 wait here, sleeping, until rank 0 arrives (no busy-polling of a core). */
 static void quiet_barrier_(const Comm* w) {
     if (w->size == 1) return;
@@ -72,11 +80,11 @@ static void quiet_barrier_(const Comm* w) {
 }
 
 int bench_checkpoint_main(int argc, char** argv) {
-    const char *path = NULL, *dir = "bench_checkpoint.tmp", *v;
-    int reps = 3, n_over = 0;
+    const char *path = NULL, *parent = ".", *v;
+    int reps = 10, n_over = 0;
     char** over = callocCheck(argc, sizeof(char*));
     for (int i = 1; i < argc; i++) {
-        if ((v = cli_option(argc, argv, &i, "--dir"))) dir = v;
+        if ((v = cli_option(argc, argv, &i, "--dir"))) parent = v;
         else if ((v = cli_option(argc, argv, &i, "--reps"))) reps = atoi(v);
         else if (argv[i][0] == '-') engram_fail("bench checkpoint: unknown option %s", argv[i]);
         else if (strchr(argv[i], '=')) over[n_over++] = argv[i];
@@ -89,6 +97,20 @@ int bench_checkpoint_main(int argc, char** argv) {
     Config c;
     cli_load_config(&c, path, n_over, over);
     free(over);
+    // a directory of its own under --dir (made by rank 0, its name broadcast): the bench deletes the
+    // files it writes, and must never touch a run's checkpoints, nor another bench's beside it
+    char dir[4096] = "";
+    int made = 0;   // 0, or rank 0's errno
+    if (w.rank == 0) {
+        snprintf(dir, sizeof dir, "%s/bench_checkpoint.XXXXXX", parent);
+        made = mkdtemp(dir) ? 0 : errno;
+    }
+    mpiCheck(MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, w.comm));
+    mpiCheck(MPI_Bcast(&made, 1, MPI_INT, 0, w.comm));
+    if (made && w.rank == 0)
+        engram_fail("bench checkpoint: cannot create a directory in %s: %s (--dir DIR picks where it writes)", parent,
+                    strerror(made));
+    if (made) exit(ENGRAM_EXIT_USAGE);   // rank 0 said why
     c.checkpoint.keep = reps + 1;   // pruning (deleting an old file) is not what is measured
     int first, count;
     shard_batch_range(c.train.batch_size, w.size, w.rank, &first, &count);
@@ -103,7 +125,8 @@ int bench_checkpoint_main(int argc, char** argv) {
     free(x), free(y);
     char err[1024], file[4400], prev[4400] = "", plain[4400];
     snprintf(plain, sizeof plain, "%s/plain.bin", dir);
-    double best_save = 1e30, best_load = 1e30, best_w = 1e30, best_r = 1e30;
+    double* t[4];   // [4][reps] seconds of each rep: save, load, plain write, plain read
+    for (int k = 0; k < 4; k++) t[k] = callocCheck((size_t)reps, sizeof(double));
     size_t bytes = 0;
     char* buf = NULL;
     CkptState st = {.seed = (uint64_t)c.run.seed, .world_size = w.size};
@@ -134,28 +157,29 @@ int bench_checkpoint_main(int argc, char** argv) {
                 if (checkpoint_load(&tr, file, &got, err, sizeof err)) engram_fail("%s", err);
                 mpiCheck(MPI_Barrier(w.comm));
                 double tl = engram_now() - t0;
-                best_save = ts < best_save ? ts : best_save;
-                best_load = tl < best_load ? tl : best_load;
+                t[0][r - 1] = ts, t[1][r - 1] = tl;
                 snprintf(prev, sizeof prev, "%s", file);
             } else {
                 if (w.rank == 0) {
                     double tw, trd;
                     unlink(plain);
                     plain_io_(plain, buf, bytes, &tw, &trd);
-                    best_w = tw < best_w ? tw : best_w;
-                    best_r = trd < best_r ? trd : best_r;
+                    t[2][r - 1] = tw, t[3][r - 1] = trd;
                 }
                 quiet_barrier_(&w);
             }
         }
     }
     if (w.rank == 0) {
-        double mb = (double)bytes / 1e6;
+        double mb = (double)bytes / 1e6, best[4], med[4];
+        for (int k = 0; k < 4; k++) qsort(t[k], (size_t)reps, sizeof(double), cmp_seconds_), best[k] = t[k][0],
+                                    med[k] = (t[k][(reps - 1) / 2] + t[k][reps / 2]) / 2;
         printf("{\"bench\":\"checkpoint\",\"config\":\"%s\",\"ranks\":%d,\"bytes\":%zu,\"save_s\":%.4f,\"load_s\":%.4f,"
                "\"save_MBps\":%.1f,\"load_MBps\":%.1f,\"plain_write_MBps\":%.1f,\"plain_read_MBps\":%.1f,"
-               "\"save_ratio\":%.3f,\"load_ratio\":%.3f,\"reps\":%d}\n",
-               path, w.size, bytes, best_save, best_load, mb / best_save, mb / best_load, mb / best_w, mb / best_r,
-               best_w / best_save, best_r / best_load, reps);
+               "\"save_ratio\":%.3f,\"load_ratio\":%.3f,\"save_ratio_median\":%.3f,\"load_ratio_median\":%.3f,"
+               "\"reps\":%d}\n",
+               path, w.size, bytes, best[0], best[1], mb / best[0], mb / best[1], mb / best[2], mb / best[3],
+               best[2] / best[0], best[3] / best[1], med[2] / med[0], med[3] / med[1], reps);
         unlink(file);
         unlink(plain);
         char latest[4400];
@@ -163,6 +187,7 @@ int bench_checkpoint_main(int argc, char** argv) {
         unlink(latest);
         rmdir(dir);
     }
+    for (int k = 0; k < 4; k++) free(t[k]);
     free(buf);
     trainer_free(&tr);
     config_free(&c);
