@@ -15,6 +15,13 @@
  *          plain:    the same MPI_Alltoallv of rows
  *   grads  exchange: gradients (MPI_Alltoallv), the owners' sums in rank order
  *          plain:    the same MPI_Alltoallv of gradients
+ * Next to these, the rows and gradients phases' own work timed piece by piece ("floor"): the same
+ * MPI_Alltoallv of rows and of gradients with only the wire bytes (counts without this rank's own
+ * entry, as the exchange sends them), the owners' row copies out of the tables (be->tables_gather of
+ * every key asked of this rank) and their sums (be->rows_sum_owned), each alone. Rows + gradients
+ * over that floor says what the exchange costs beyond the work it cannot skip; over the plain
+ * side, what it costs next to moving the bytes alone (where MPI's transport is itself a memory
+ * copy, as on one node, the gather and the sums are of the same size as the moves).
  * Both sides make four collectives. The plain side's counts include each rank's keys and rows for
  * itself (MPI copies them locally); the exchange moves those with its own copies instead. Neither
  * side includes the optimizer's update of the rows (optimizer compute, not exchange). In training
@@ -102,6 +109,34 @@ static Phases_ exchange_once_(Trainer* tr) {
     return max_over_ranks_(ex, t0, t1, t2, engram_now());
 }
 
+/* The floor of the rows and gradients phases, piece by piece (max over ranks of each):
+ * plan = wire-only rows, fwd = the owners' gather, bwd = wire-only gradients, total = the sums. */
+static Phases_ floor_once_(Trainer* tr) {
+    Exchange* ex = &tr->ex;
+    const ExchangePlan* p = &ex->plan[ex->cur];
+    Backend* be = ex->be;
+    const int me = ex->comm->rank;
+    const size_t Dh = (size_t)ex->Dh;
+    double t[5];
+    mpiCheck(MPI_Barrier(ex->comm->comm));
+    t[0] = engram_now();
+    be->alltoallv(be, ex->rrows, ex->rbytes, ex->rboff, ex->srows, ex->sbytes, ex->sboff);
+    t[1] = engram_now();
+    be->tables_gather(be, &tr->tables, ex->rkeys, p->n_recv, ex->rrows);
+    if (be->sync) be->sync(be);
+    t[2] = engram_now();
+    be->alltoallv(be, ex->srows, ex->sbytes, ex->sboff, ex->rrows, ex->rbytes, ex->rboff);
+    t[3] = engram_now();
+    const int64_t self_lo = p->rdispl[me], self_hi = self_lo + p->rcount[me];
+    be->rows_sum_owned(be, ex->own_grads, ex->rrows, ex->srows + (size_t)p->sdispl[me] * Dh, self_lo, self_hi,
+                       ex->own_inv, p->n_recv, ex->Dh);
+    if (be->sync) be->sync(be);
+    t[4] = engram_now();
+    double v[4] = {t[1] - t[0], t[2] - t[1], t[3] - t[2], t[4] - t[3]};
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_DOUBLE, MPI_MAX, ex->comm->comm));
+    return (Phases_){v[0], v[1], v[2], v[3]};
+}
+
 static void keep_best_(Phases_* best, Phases_ t) {
     if (t.plan < best->plan) best->plan = t.plan;
     if (t.fwd < best->fwd) best->fwd = t.fwd;
@@ -163,13 +198,15 @@ int bench_exchange_main(int argc, char** argv) {
         t = y; y = yn; yn = t;
     }
     int reps = getenv("ENGRAM_BENCH_REPS") ? atoi(getenv("ENGRAM_BENCH_REPS")) : 40;
-    Phases_ ex_best = {1e30, 1e30, 1e30, 1e30}, pl_best = ex_best;
+    Phases_ ex_best = {1e30, 1e30, 1e30, 1e30}, pl_best = ex_best, fl_best = ex_best;
     Plain_ buf;
     plain_init_(&buf, &tr.ex);
     for (int r = 0; r < reps; r++) {   // the two sides alternate which goes first
         if (r % 2 == 0) keep_best_(&ex_best, exchange_once_(&tr)), keep_best_(&pl_best, plain_once_(&tr.ex, &buf));
         else keep_best_(&pl_best, plain_once_(&tr.ex, &buf)), keep_best_(&ex_best, exchange_once_(&tr));
+        keep_best_(&fl_best, floor_once_(&tr));
     }
+    const double floor = fl_best.plan + fl_best.fwd + fl_best.bwd + fl_best.total;
     plain_free_(&buf);
     double sums[4] = {t_step / steps, t_ex / steps, t_ar / steps, (double)bytes / steps};
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 4, MPI_DOUBLE, MPI_SUM, w.comm));   // mean over ranks
@@ -179,10 +216,12 @@ int bench_exchange_main(int argc, char** argv) {
                "\"exchange_s\":%.5f,\"allreduce_s\":%.5f,\"wire_bytes_per_rank\":%.0f,\"reps\":%d,"
                "\"exchange_alone_s\":%.6f,\"plain_alltoall_s\":%.6f,\"exchange_over_plain\":%.2f,"
                "\"plan_s\":%.6f,\"plain_plan_s\":%.6f,\"rows_s\":%.6f,\"plain_rows_s\":%.6f,"
-               "\"grads_s\":%.6f,\"plain_grads_s\":%.6f,\"rows_over_plain\":%.2f}\n",
+               "\"grads_s\":%.6f,\"plain_grads_s\":%.6f,\"rows_over_plain\":%.2f,\"wire_rows_s\":%.4g,"
+               "\"owners_gather_s\":%.4g,\"wire_grads_s\":%.4g,\"owners_sums_s\":%.4g,\"rows_over_floor\":%.2f}\n",
                path, w.size, steps, sums[0], sums[0] - sums[1] - sums[2], sums[1], sums[2], sums[3], reps, ex_best.total,
                pl_best.total, ex_best.total / pl_best.total, ex_best.plan, pl_best.plan, ex_best.fwd, pl_best.fwd,
-               ex_best.bwd, pl_best.bwd, (ex_best.fwd + ex_best.bwd) / (pl_best.fwd + pl_best.bwd));
+               ex_best.bwd, pl_best.bwd, (ex_best.fwd + ex_best.bwd) / (pl_best.fwd + pl_best.bwd), fl_best.plan,
+               fl_best.fwd, fl_best.bwd, fl_best.total, (ex_best.fwd + ex_best.bwd) / floor);
     free(x), free(y), free(xn), free(yn);
     trainer_free(&tr);
     config_free(&c);

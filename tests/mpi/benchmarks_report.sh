@@ -53,7 +53,8 @@ for P in 1 2 3; do
   "$mpirun" -np "$P" "$engram" bench exchange "$cfg" --steps 2 > "$tmp/ex.json"
   keys="step_s compute_s"   # one rank: no all-reduce, nothing on the wire
   [[ $P -gt 1 ]] && keys+=" exchange_s allreduce_s exchange_alone_s plain_alltoall_s exchange_over_plain rows_s
-    plain_rows_s wire_bytes_per_rank grads_s plain_grads_s"
+    plain_rows_s wire_bytes_per_rank grads_s plain_grads_s wire_rows_s owners_gather_s wire_grads_s owners_sums_s
+    rows_over_floor"
   check "exchange P=$P" "$tmp/ex.json" $keys
   "$mpirun" -np "$P" "$engram" bench experts "$cfg" --steps 2 parallel.expert_parallel="$P" > "$tmp/xp.json"
   check "experts P=$P EP=$P" "$tmp/xp.json" step_s
