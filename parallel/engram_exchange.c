@@ -115,13 +115,12 @@ static int64_t displs_(const int* count, int* displ, int P) {
  * the counts are then exchanged (blocking or posted by the caller). */
 static void plan_group_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
     const int P = ex->comm->size;
-    if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing)
+    if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing; 0 = never)
         ex->tab = t;
         ex->n_stamped = t->n_layers;
         ex->mark = callocCheck(t->n_layers, sizeof(ExchangeMark*));
         for (int l = 0; l < t->n_layers; l++) {
-            ex->mark[l] = mallocCheck(((size_t)t->local[l] + 1) * sizeof(ExchangeMark));
-            for (int64_t r = 0; r < t->local[l]; r++) ex->mark[l][r].stamp = -1;
+            ex->mark[l] = callocCheck((size_t)t->local[l] + 1, sizeof(ExchangeMark));
         }
     }
     p->stage = 0;
@@ -172,7 +171,11 @@ static void plan_counts_in_(Exchange* ex, ExchangePlan* p) {
  * per-row stamps: O(requests), no sort. */
 static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
     const EngramTables* t = ex->tab;
-    int64_t stamp = ex->plans++;
+    if (++ex->plans == UINT32_MAX) {   // stamps wrap after 2^32 - 1 plans: forget them all once
+        for (int l = 0; l < ex->n_stamped; l++) memset(ex->mark[l], 0, (size_t)t->local[l] * sizeof(ExchangeMark));
+        ex->plans = 1;
+    }
+    const uint32_t stamp = (uint32_t)ex->plans;
     size_t n = (size_t)p->n_recv;
     p->n_own = 0;
     for (size_t i = 0; i < n; i++) {
@@ -189,7 +192,7 @@ static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
         ExchangeMark* mk = &ex->mark[l][r];
         if (mk->stamp != stamp) {
             mk->stamp = stamp;
-            mk->slot = p->n_own;
+            mk->slot = (int32_t)p->n_own;   // < 2^31: displs_ caps the requests
             p->own_keys[p->n_own++] = p->rkeys[i];
         }
         p->own_inv[i] = mk->slot;
