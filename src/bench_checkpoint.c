@@ -176,7 +176,7 @@ int bench_checkpoint_main(int argc, char** argv) {
                                     med[k] = (t[k][(reps - 1) / 2] + t[k][reps / 2]) / 2;
         printf("{\"bench\":\"checkpoint\",\"config\":\"%s\",\"ranks\":%d,\"bytes\":%zu,\"save_s\":%.4f,\"load_s\":%.4f,"
                "\"save_MBps\":%.1f,\"load_MBps\":%.1f,\"plain_write_MBps\":%.1f,\"plain_read_MBps\":%.1f,"
-               "\"save_ratio\":%.3f,\"load_ratio\":%.3f,\"save_ratio_median\":%.3f,\"load_ratio_median\":%.3f,"
+               "\"save_ratio\":%.3g,\"load_ratio\":%.3g,\"save_ratio_median\":%.3g,\"load_ratio_median\":%.3g,"
                "\"reps\":%d}\n",
                path, w.size, bytes, best[0], best[1], mb / best[0], mb / best[1], mb / best[2], mb / best[3],
                best[2] / best[0], best[3] / best[1], med[2] / med[0], med[3] / med[1], reps);
