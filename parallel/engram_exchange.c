@@ -91,8 +91,8 @@ void exchange_free(Exchange* ex) {
         if (p->req != MPI_REQUEST_NULL) MPI_Wait(&p->req, MPI_STATUS_IGNORE);
         plan_free_(p);
     }
-    for (int l = 0; l < ex->n_stamped; l++) free(ex->mark[l]);
-    free(ex->mark);
+    for (int l = 0; l < ex->n_slotted; l++) free(ex->slot[l]);
+    free(ex->slot);
     MPI_Type_free(&ex->row_t);
     Backend* be = ex->be;
     if (ex->srows) be->free(be, ex->srows), be->free(be, ex->rrows), be->free(be, ex->own_grads);
@@ -115,13 +115,11 @@ static int64_t displs_(const int* count, int* displ, int P) {
  * the counts are then exchanged (blocking or posted by the caller). */
 static void plan_group_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
     const int P = ex->comm->size;
-    if (!ex->tab) {   // first plan: per-row stamps for the owners' dedup (no sort, no clearing; 0 = never)
+    if (!ex->tab) {   // first plan: the owners' per-row slots for their dedup
         ex->tab = t;
-        ex->n_stamped = t->n_layers;
-        ex->mark = callocCheck(t->n_layers, sizeof(ExchangeMark*));
-        for (int l = 0; l < t->n_layers; l++) {
-            ex->mark[l] = callocCheck((size_t)t->local[l] + 1, sizeof(ExchangeMark));
-        }
+        ex->n_slotted = t->n_layers;
+        ex->slot = callocCheck(t->n_layers, sizeof(uint32_t*));
+        for (int l = 0; l < t->n_layers; l++) ex->slot[l] = callocCheck((size_t)t->local[l] + 1, sizeof(uint32_t));
     }
     p->stage = 0;
     p->n_unique = rs->n_unique;
@@ -167,36 +165,34 @@ static void plan_counts_in_(Exchange* ex, ExchangePlan* p) {
     memcpy(p->rkeys + p->rdispl[me], p->skeys + p->sdispl[me], (size_t)p->scount[me] * sizeof(int64_t));
 }
 
-/* The distinct rows among the keys asked of this rank, in order of first request, found through
- * per-row stamps: O(requests), no sort. */
+/* The distinct rows among the keys asked of this rank, in order of first request, found through a
+ * sparse set: slot[l][r] names the row's place in own_keys if it has one in this plan, which holds
+ * exactly when own_keys there is the row's key (whatever an old plan left in slot). O(requests), no
+ * sort, no clearing between plans. */
 static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
     const EngramTables* t = ex->tab;
-    if (++ex->plans == UINT32_MAX) {   // stamps wrap after 2^32 - 1 plans: forget them all once
-        for (int l = 0; l < ex->n_stamped; l++) memset(ex->mark[l], 0, (size_t)t->local[l] * sizeof(ExchangeMark));
-        ex->plans = 1;
-    }
-    const uint32_t stamp = (uint32_t)ex->plans;
     size_t n = (size_t)p->n_recv;
-    p->n_own = 0;
+    int64_t n_own = 0;
     for (size_t i = 0; i < n; i++) {
-        if (i + ENGRAM_PREFETCH_AHEAD < n) {   // stamps of rows scattered over the tables
+        if (i + ENGRAM_PREFETCH_AHEAD < n) {   // slots of rows scattered over the tables
             const int64_t k = p->rkeys[i + ENGRAM_PREFETCH_AHEAD];
             const int64_t rk = ROWKEY_ROW(k) - t->first[ROWKEY_LAYER(k)];
-            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) __builtin_prefetch(&ex->mark[ROWKEY_LAYER(k)][rk]);
+            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) __builtin_prefetch(&ex->slot[ROWKEY_LAYER(k)][rk]);
         }
-        int l = ROWKEY_LAYER(p->rkeys[i]);
-        int64_t r = ROWKEY_ROW(p->rkeys[i]) - t->first[l];
+        const int64_t key = p->rkeys[i];
+        int l = ROWKEY_LAYER(key);
+        int64_t r = ROWKEY_ROW(key) - t->first[l];
         if (r < 0 || r >= t->local[l])
             engram_die("this is a bug: a rank was asked for a row it does not own", "row %lld of layer %d",
-                       (long long)ROWKEY_ROW(p->rkeys[i]), l);
-        ExchangeMark* mk = &ex->mark[l][r];
-        if (mk->stamp != stamp) {
-            mk->stamp = stamp;
-            mk->slot = (int32_t)p->n_own;   // < 2^31: displs_ caps the requests
-            p->own_keys[p->n_own++] = p->rkeys[i];
+                       (long long)ROWKEY_ROW(key), l);
+        uint32_t* sl = &ex->slot[l][r];
+        if (*sl >= (uint64_t)n_own || p->own_keys[*sl] != key) {   // first request of the row in this plan
+            *sl = (uint32_t)n_own;   // < 2^31: displs_ caps the requests
+            p->own_keys[n_own++] = key;
         }
-        p->own_inv[i] = mk->slot;
+        p->own_inv[i] = *sl;
     }
+    p->n_own = n_own;
 }
 
 /* Stages 2 and 3 of a posted plan, each once its messages are in. With wait, block until ready. */

@@ -38,14 +38,6 @@ typedef struct {
     double seconds;         // time inside the exchange calls this step
 } ExchangeStats;
 
-/* An owner's note on one of its rows, for the dedup of what it is asked: both halves in one 8-byte
- * cell, so a request costs one cache miss, not two, and the notes of a rank's rows take half the
- * room of 16-byte cells (a table of 65k local rows: 512 KiB, within L2). */
-typedef struct {
-    uint32_t stamp;         // plan number that last saw the row (0: none yet; wraps, see owner_dedup_)
-    int32_t slot;           // its index in own_keys for that plan
-} ExchangeMark;
-
 /* Who asks whom for which rows, for one step. Built in stages so that the next step's plan can be
  * posted with nonblocking MPI while this step computes (ARCHITECTURE.md §2). */
 typedef struct {
@@ -75,9 +67,9 @@ typedef struct {
     ExchangePlan plan[2];   // this step's and the next step's
     int cur;                // plan[cur] is this step's
     const EngramTables* tab;   // the local tables (row ranges), set by the first plan
-    int n_stamped;          // layers of mark (the tables may be freed before the exchange)
-    ExchangeMark** mark;    // [n_layers] → [local rows] the plan that last saw the row, and its slot
-    int64_t plans;          // the newest plan's stamp (1, 2, ... then 1 again after 2^32 - 2 of them)
+    int n_slotted;          // layers of slot (the tables may be freed before the exchange)
+    uint32_t** slot;        // [n_layers] → [local rows] the owners' dedup: the row's place in
+                            // own_keys, valid only where own_keys there holds the row's key
     // be's memory, sized for this step's plan (kept from step to step)
     float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order:
                             // the model reads and writes them in place through spos
