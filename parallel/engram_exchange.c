@@ -26,7 +26,7 @@ static void plan_alloc_(ExchangePlan* p, int P) {
 }
 
 static void plan_free_(ExchangePlan* p) {
-    free(p->skeys), free(p->spos), free(p->owner), free(p->rkeys), free(p->own_keys), free(p->own_inv);
+    free(p->skeys), free(p->spos), free(p->rkeys), free(p->own_keys), free(p->own_inv);
     free(p->scount), free(p->sdispl), free(p->rcount), free(p->rdispl), free(p->swire), free(p->rwire);
 }
 
@@ -37,7 +37,6 @@ static void plan_reserve_unique_(ExchangePlan* p, int64_t n) {
     p->cap_unique = n + n / 4;
     p->skeys = reallocCheck(p->skeys, (size_t)p->cap_unique * sizeof(int64_t));
     p->spos = reallocCheck(p->spos, (size_t)p->cap_unique * sizeof(int64_t));
-    p->owner = reallocCheck(p->owner, (size_t)p->cap_unique * sizeof(int));
 }
 
 static void plan_reserve_recv_(ExchangePlan* p, int64_t n) {
@@ -93,6 +92,7 @@ void exchange_free(Exchange* ex) {
     }
     for (int l = 0; l < ex->n_slotted; l++) free(ex->slot[l]);
     free(ex->slot);
+    free(ex->run);
     MPI_Type_free(&ex->row_t);
     Backend* be = ex->be;
     if (ex->srows) be->free(be, ex->srows), be->free(be, ex->rrows), be->free(be, ex->own_grads);
@@ -111,46 +111,47 @@ static int64_t displs_(const int* count, int* displ, int P) {
     return s;
 }
 
-/* Stage 1: group the unique keys by owner (a stable counting sort keeps key order within an owner);
- * the counts are then exchanged (blocking or posted by the caller). */
+/* Stage 1: group the unique keys by owner, key order kept within an owner; the counts are then
+ * exchanged (blocking or posted by the caller). The keys are sorted (layer, row) and each owner
+ * holds one contiguous row block of each layer, so an owner's keys of a layer are one run of them:
+ * n_layers × P binary searches find the runs, and whole runs are copied (no work per key besides
+ * the copy and its position). */
 static void plan_group_(Exchange* ex, ExchangePlan* p, const RowSet* rs, const EngramTables* t) {
-    const int P = ex->comm->size;
+    const int P = ex->comm->size, L = t->n_layers;
     if (!ex->tab) {   // first plan: the owners' per-row slots for their dedup
         ex->tab = t;
-        ex->n_slotted = t->n_layers;
-        ex->slot = callocCheck(t->n_layers, sizeof(uint32_t*));
-        for (int l = 0; l < t->n_layers; l++) ex->slot[l] = callocCheck((size_t)t->local[l] + 1, sizeof(uint32_t));
+        ex->n_slotted = L;
+        ex->slot = callocCheck(L, sizeof(uint32_t*));
+        for (int l = 0; l < L; l++) ex->slot[l] = callocCheck((size_t)t->local[l] + 1, sizeof(uint32_t));
+        ex->run = callocCheck((size_t)L * P + 1, sizeof(int64_t));
     }
     p->stage = 0;
     p->n_unique = rs->n_unique;
     p->lookups = (int64_t)rs->n_layers * rs->n_pos;
     const int64_t nu = rs->n_unique;
+    const int64_t* keys = rs->keys;
     plan_reserve_unique_(p, nu + 1);
-    memset(p->scount, 0, P * sizeof(int));
-    // owners by walking the row blocks: the keys are sorted, so within a layer the owner only grows
-    // (a division per key costs more than the rest of the grouping)
-    int layer = -1, o = 0;
-    int64_t blk = 1, lo = 0, hi = 0;   // rank o owns rows [lo, hi) of the layer
-    for (int64_t i = 0; i < nu; i++) {
-        int l = ROWKEY_LAYER(rs->keys[i]);
-        int64_t row = ROWKEY_ROW(rs->keys[i]);
-        if (l != layer || row < lo) {   // a new layer (or, defensively, keys out of order)
-            layer = l;
-            blk = shard_block_rows(t->rows[l], P);
-            o = shard_row_owner(row, t->rows[l], P);
-            lo = o * blk, hi = lo + blk;
+    // run[l·P + o]: where owner o's keys of layer l start (its rows from o·blk on); the last run
+    // of the last layer ends at nu
+    int64_t* run = ex->run;
+    for (int l = 0; l < L; l++) {
+        const int64_t blk = shard_block_rows(t->rows[l], P);
+        for (int o = 0; o < P; o++) {
+            int64_t row = (int64_t)o * blk < t->rows[l] ? (int64_t)o * blk : t->rows[l];
+            run[l * P + o] = keys_lower_bound(keys, nu, ROWKEY(l, row));
         }
-        while (row >= hi) o++, lo = hi, hi += blk;
-        p->scount[p->owner[i] = o]++;
     }
+    run[L * P] = nu;
+    memset(p->scount, 0, P * sizeof(int));
+    for (int i = 0; i < L * P; i++) p->scount[i % P] += (int)(run[i + 1] - run[i]);
     displs_(p->scount, p->sdispl, P);
-    int* fill = callocCheck(P, sizeof(int));
-    for (int64_t i = 0; i < nu; i++) {
-        int64_t j = p->sdispl[p->owner[i]] + fill[p->owner[i]]++;
-        p->skeys[j] = rs->keys[i];
-        p->spos[i] = j;
+    memcpy(p->swire, p->sdispl, P * sizeof(int));   // scratch: where each owner's next run goes
+    for (int i = 0; i < L * P; i++) {
+        const int64_t a = run[i], n = run[i + 1] - a, at = p->swire[i % P];
+        memcpy(p->skeys + at, keys + a, (size_t)n * sizeof(int64_t));
+        for (int64_t j = 0; j < n; j++) p->spos[a + j] = at + j;
+        p->swire[i % P] += (int)n;
     }
-    free(fill);
     memcpy(p->swire, p->scount, P * sizeof(int));
     p->swire[ex->comm->rank] = 0;
 }
@@ -168,29 +169,42 @@ static void plan_counts_in_(Exchange* ex, ExchangePlan* p) {
 /* The distinct rows among the keys asked of this rank, in order of first request, found through a
  * sparse set: slot[l][r] names the row's place in own_keys if it has one in this plan, which holds
  * exactly when own_keys there is the row's key (whatever an old plan left in slot). O(requests), no
- * sort, no clearing between plans. */
+ * sort, no clearing between plans. Each asker's keys are sorted, so they are walked as runs of one
+ * layer each (no per-key decoding), and the first asker's are distinct (no check). */
 static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
     const EngramTables* t = ex->tab;
-    size_t n = (size_t)p->n_recv;
+    const int P = ex->comm->size, L = t->n_layers;
+    int64_t* restrict own_keys = p->own_keys;
+    int64_t* restrict own_inv = p->own_inv;
+    const int64_t* restrict rk = p->rkeys;
     int64_t n_own = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (i + ENGRAM_PREFETCH_AHEAD < n) {   // slots of rows scattered over the tables
-            const int64_t k = p->rkeys[i + ENGRAM_PREFETCH_AHEAD];
-            const int64_t rk = ROWKEY_ROW(k) - t->first[ROWKEY_LAYER(k)];
-            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) __builtin_prefetch(&ex->slot[ROWKEY_LAYER(k)][rk]);
+    for (int b = 0; b < P; b++) {
+        int64_t a = p->rdispl[b];
+        const int64_t block_end = a + p->rcount[b];
+        for (int l = 0; l < L && a < block_end; l++) {
+            const int64_t end = l + 1 < L ? a + keys_lower_bound(rk + a, block_end - a, ROWKEY(l + 1, 0)) : block_end;
+            const int64_t base = ROWKEY(l, t->first[l]);   // the key of this rank's first row of layer l
+            const uint64_t local = (uint64_t)t->local[l];
+            uint32_t* restrict slot = ex->slot[l];
+            for (int64_t i = a; i < end; i++) {
+                if (i + ENGRAM_PREFETCH_AHEAD < end) {   // slots of rows scattered over the tables
+                    const uint64_t ra = (uint64_t)(rk[i + ENGRAM_PREFETCH_AHEAD] - base);
+                    if (ra < local) __builtin_prefetch(&slot[ra]);
+                }
+                const int64_t key = rk[i];
+                const uint64_t r = (uint64_t)(key - base);
+                if (r >= local)
+                    engram_die("this is a bug: a rank was asked for a row it does not own", "row %lld of layer %d",
+                               (long long)ROWKEY_ROW(key), ROWKEY_LAYER(key));
+                uint32_t s = slot[r];
+                if (b == 0 || s >= (uint64_t)n_own || own_keys[s] != key) {   // first request in this plan
+                    s = slot[r] = (uint32_t)n_own;   // < 2^31: displs_ caps the requests
+                    own_keys[n_own++] = key;
+                }
+                own_inv[i] = s;
+            }
+            a = end;
         }
-        const int64_t key = p->rkeys[i];
-        int l = ROWKEY_LAYER(key);
-        int64_t r = ROWKEY_ROW(key) - t->first[l];
-        if (r < 0 || r >= t->local[l])
-            engram_die("this is a bug: a rank was asked for a row it does not own", "row %lld of layer %d",
-                       (long long)ROWKEY_ROW(key), l);
-        uint32_t* sl = &ex->slot[l][r];
-        if (*sl >= (uint64_t)n_own || p->own_keys[*sl] != key) {   // first request of the row in this plan
-            *sl = (uint32_t)n_own;   // < 2^31: displs_ caps the requests
-            p->own_keys[n_own++] = key;
-        }
-        p->own_inv[i] = *sl;
     }
     p->n_own = n_own;
 }

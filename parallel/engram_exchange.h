@@ -54,7 +54,6 @@ typedef struct {
     int64_t n_own;          // distinct keys among rkeys: the rows this rank updates
     int64_t* own_keys;      // [n_own] in order of first request (deterministic)
     int64_t* own_inv;       // [n_recv] index into own_keys
-    int* owner;             // [n_unique] scratch of the grouping: owner of unique key u
     int *swire, *rwire;     // [P] scount / rcount with this rank's own entry 0: what MPI moves
     int64_t cap_unique, cap_recv;   // capacities of the per-step arrays (kept from step to step)
 } ExchangePlan;
@@ -70,6 +69,8 @@ typedef struct {
     int n_slotted;          // layers of slot (the tables may be freed before the exchange)
     uint32_t** slot;        // [n_layers] → [local rows] the owners' dedup: the row's place in
                             // own_keys, valid only where own_keys there holds the row's key
+    int64_t* run;           // [n_layers·P + 1] scratch of the grouping: where each owner's keys of
+                            // each layer start among the sorted unique keys
     // be's memory, sized for this step's plan (kept from step to step)
     float* srows;           // [n_unique, Dh] rows (forward) / gradients (backward) in skeys order:
                             // the model reads and writes them in place through spos
@@ -90,7 +91,8 @@ typedef struct {
 /* be: the backend the tables live on, opened over comm's ranks. */
 void exchange_init(Exchange* ex, const Comm* comm, Backend* be, int Dh);
 void exchange_free(Exchange* ex);
-/* Blocking: this step's counts and keys for the rows of rs (tables give the owners). */
+/* Blocking: this step's counts and keys for the rows of rs (its keys sorted, as rowset_build leaves
+ * them; the tables give the owners). */
 void exchange_plan(Exchange* ex, const RowSet* rs, const EngramTables* t);
 /* Nonblocking: post the NEXT step's counts (keys follow from exchange_progress). */
 void exchange_plan_next(Exchange* ex, const RowSet* rs, const EngramTables* t);

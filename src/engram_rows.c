@@ -16,9 +16,8 @@ static int cmp_i64_(const void* a, const void* b) {
     return (x > y) - (x < y);
 }
 
-/* index of key in sorted keys[0..n) (present by construction) */
-static int64_t find_(const int64_t* keys, int64_t n, int64_t key) {
-    int64_t lo = 0, hi = n - 1;
+int64_t keys_lower_bound(const int64_t* keys, int64_t n, int64_t key) {
+    int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
         if (keys[mid] < key) lo = mid + 1;
@@ -36,7 +35,7 @@ int64_t keys_dedup(const int64_t* in, size_t n, int64_t** uniq, int64_t* inverse
         if (i == 0 || sorted[i] != sorted[u - 1]) sorted[u++] = sorted[i];
     *uniq = reallocCheck(sorted, (size_t)(u ? u : 1) * sizeof(int64_t));
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) inverse[i] = find_(*uniq, u, in[i]);
+    for (size_t i = 0; i < n; i++) inverse[i] = keys_lower_bound(*uniq, u, in[i]);   // present by construction
     return u;
 }
 
@@ -149,24 +148,41 @@ void tables_free(EngramTables* t) {
 
 /* Gathers of at least this many floats (16 MB) use OpenMP threads. */
 #define GATHER_PARALLEL_FLOATS_ ((int64_t)1 << 22)
+/* Keys per piece of a gather: a thread's unit of work. */
+#define GATHER_PIECE_ 4096
+
+/* One table row of key (its layer's table held here: checked), the layer remembered in *l, *base and
+ * *local so that a run of keys of one layer (sorted keys are such runs) decodes no key. */
+static inline const float* gather_row_(const EngramTables* t, int64_t key, int* l, int64_t* base, uint64_t* local) {
+    uint64_t r = (uint64_t)(key - *base);
+    if (r >= *local) {   // another layer than the last key's (for any other layer, key - base is out of range)
+        *l = ROWKEY_LAYER(key);
+        if (*l < 0 || *l >= t->n_layers) engram_die("this is a bug: a key of no Engram layer", "key %lld", (long long)key);
+        *base = ROWKEY(*l, t->first[*l]), *local = (uint64_t)t->local[*l];
+        r = (uint64_t)(key - *base);
+        if (r >= *local)
+            engram_die("this is a bug: a row was gathered from a rank that does not own it",
+                       "row %lld of layer %d is not held here", (long long)ROWKEY_ROW(key), *l);
+    }
+    return t->table[*l] + r * (uint64_t)t->Dh;
+}
 
 void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, float* out) {
     // threads only for large gathers: a team costs more than it saves on a few MB (and much more
     // where ranks already fill the cores)
     const size_t row_bytes = (size_t)t->Dh * sizeof(float);
+    const int64_t pieces = (n + GATHER_PIECE_ - 1) / GATHER_PIECE_;
 #pragma omp parallel for schedule(static) if (n * t->Dh >= GATHER_PARALLEL_FLOATS_)
-    for (int64_t i = 0; i < n; i++) {
-        if (i + ENGRAM_PREFETCH_AHEAD < n) {   // the rows are scattered over tables larger than the caches
-            const int64_t k = keys[i + ENGRAM_PREFETCH_AHEAD];
-            const int64_t rk = ROWKEY_ROW(k) - t->first[ROWKEY_LAYER(k)];
-            if (rk >= 0 && rk < t->local[ROWKEY_LAYER(k)]) engram_prefetch(t->table[ROWKEY_LAYER(k)] + rk * t->Dh, row_bytes);
+    for (int64_t c = 0; c < pieces; c++) {
+        const int64_t lo = c * GATHER_PIECE_, hi = lo + GATHER_PIECE_ < n ? lo + GATHER_PIECE_ : n;
+        int l = 0, pl = 0;
+        int64_t base = 0, pbase = 0;   // the current layer's key of the first row held here, and the prefetch's
+        uint64_t local = 0, plocal = 0;
+        for (int64_t i = lo; i < hi; i++) {
+            if (i + ENGRAM_PREFETCH_AHEAD < hi)   // the rows are scattered over tables larger than the caches
+                engram_prefetch(gather_row_(t, keys[i + ENGRAM_PREFETCH_AHEAD], &pl, &pbase, &plocal), row_bytes);
+            memcpy(out + i * t->Dh, gather_row_(t, keys[i], &l, &base, &local), row_bytes);
         }
-        int l = ROWKEY_LAYER(keys[i]);
-        int64_t r = ROWKEY_ROW(keys[i]) - t->first[l];
-        if (r < 0 || r >= t->local[l])
-            engram_die("this is a bug: a row was gathered from a rank that does not own it",
-                       "row %lld of layer %d is not held here", (long long)ROWKEY_ROW(keys[i]), l);
-        memcpy(out + i * t->Dh, t->table[l] + r * t->Dh, row_bytes);
     }
 }
 

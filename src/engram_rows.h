@@ -30,6 +30,8 @@ typedef struct {
     int64_t* inverse;      // [n_layers, B·T·H_total] index into keys
 } RowSet;
 
+/* First index of sorted keys[0..n) whose key is not below key (n if none). */
+int64_t keys_lower_bound(const int64_t* keys, int64_t n, int64_t key);
 /* Sorted unique values of in[n] into *uniq (malloc'd) and, for each input, its index there. */
 int64_t keys_dedup(const int64_t* in, size_t n, int64_t** uniq, int64_t* inverse);
 
