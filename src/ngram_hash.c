@@ -359,7 +359,7 @@ static inline uint64_t mod_u64_(uint64_t u, uint64_t p, uint64_t recip) {
 /* Floor modulo (numpy/JAX %), result in [0, p). For a < 0: ~a = −a−1 ≥ 0 and
  * a mod p = p − 1 − (~a mod p) = (~x) + p; s (all ones or zero) selects it without a branch. */
 static inline int64_t floor_mod_(int64_t a, uint64_t p, uint64_t recip) {
-    uint64_t s = (uint64_t)(a >> 63);
+    uint64_t s = a < 0 ? ~UINT64_C(0) : 0;   // all ones where a < 0 (no signed shift)
     uint64_t x = mod_u64_((uint64_t)a ^ s, p, recip);
     return (int64_t)((x ^ s) + (s & p));
 }
