@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu_check.sh — issue [GPU]'s checks on a machine with an NVIDIA GPU, in one go (docs/gpu.md):
-#   bash jobs/gpu_check.sh [OUTDIR] [STAGE ...]     stages: env build ops train bench (default: all)
+#   bash jobs/gpu_check.sh [OUTDIR] [STAGE ...]     stages: env build ops train bench cpu (default: all)
 # Run from a checkout that carries .debs/ (bash jobs/gpu_deps.sh pack, on the Debian machine).
 #   env    what the machine has: GPU, driver, nvcc, cuBLAS, NCCL, PyTorch
 #   build  unpack .debs into /opt/deps, configure build-cuda (-DENGRAM_CUDA=ON, NCCL found next to
@@ -12,11 +12,15 @@
 #          configs/gpu-124m.yaml (GPU_BENCH_CONFIG), bf16 and fp32, on the GPU: tokens/s and MFU;
 #          engram's time per op (ENGRAM_PROFILE=1) and per GEMM shape (ENGRAM_PROFILE=gemm); PyTorch with torch.compile (GPU_BENCH_COMPILE=0: not;
 #          GPU_BENCH_TORCH=0: no PyTorch at all)
+#   cpu    the CPU side's benchmarks with a core per rank, which a 2-core machine cannot give:
+#          `bench exchange` at P = 2 and 4 (issue [Distributed]) and `bench checkpoint` at P = 1, 2
+#          and 4 (issue [Checkpoints]), 3 runs each, ranks bound to cores, one BLAS thread per rank
+#          (CPU_BENCH_P: the exchange's rank counts; CPU_BENCH_BIN: the binary, build-cuda/engram)
 # Each stage's output goes to OUTDIR/<stage>.log (OUTDIR: $OUT, else gpu-check/); a summary to stdout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 outdir=${1:-${OUT:-gpu-check}}; shift || true
-stages=${*:-env build ops train bench}
+stages=${*:-env build ops train bench cpu}
 mkdir -p "$outdir"
 sys_ld=${LD_LIBRARY_PATH:-}
 steps=${GPU_BENCH_STEPS:-10}
@@ -94,7 +98,23 @@ bench_() {
   return 0
 }
 
-export -f nccl_dirs env_ build_ ops_ train_ bench_
+cpu_() {
+  local bin=${CPU_BENCH_BIN:-build-cuda/engram} run="mpirun --bind-to core --report-bindings"
+  nproc
+  for P in ${CPU_BENCH_P:-2 4}; do
+    for i in 1 2 3; do
+      OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 timeout 120 $run -np "$P" "$bin" bench exchange configs/tiny.yaml 2>&1
+    done
+  done
+  for P in 1 ${CPU_BENCH_P:-2 4}; do
+    for i in 1 2 3; do
+      OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 timeout 120 $run -np "$P" "$bin" bench checkpoint configs/tiny.yaml \
+        train.batch_size=4 --dir "${TMPDIR:-/tmp}" 2>&1
+    done
+  done
+}
+
+export -f nccl_dirs env_ build_ ops_ train_ bench_ cpu_
 export outdir sys_ld steps py OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 for s in $stages; do
   [[ $s != build && -f /opt/deps/env.sh ]] && source /opt/deps/env.sh
@@ -104,6 +124,7 @@ for s in $stages; do
     ops) stage ops 200 ops_ ;;
     train) stage train 400 train_ ;;
     bench) TAIL=60 stage bench 700 bench_ ;;
-    *) echo "gpu_check: unknown stage $s (env build ops train bench)"; exit 2 ;;
+    cpu) TAIL=20 stage cpu 400 cpu_ ;;
+    *) echo "gpu_check: unknown stage $s (env build ops train bench cpu)"; exit 2 ;;
   esac
 done
