@@ -4,11 +4,15 @@
  */
 #include "checkpoint_layout.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "common.h"
@@ -47,12 +51,23 @@ static uint64_t sum_scalar_(void* dst, const void* src, size_t n, uint32_t base)
 __attribute__((target("avx2"))) static uint64_t sum_avx2_(void* dst, const void* src, size_t n, uint32_t base) {
     const char* s = (const char*)src;
     char* d = (char*)dst;
+    // copies to a destination aligned to 32 bytes use streaming stores, which write lines without
+    // reading them first (a load writes hundreds of MB that nothing reads soon: 200 MB at P = 1 in
+    // 18-19 ms against 22-26 ms with plain stores); a head of words brings d there
+    if (d && (uintptr_t)d % 4 == 0 && (uintptr_t)d % 32 != 0 && n > 8) {
+        size_t h = (32 - (uintptr_t)d % 32) / 4;
+        return sum_scalar_(d, s, h, base) + sum_avx2_(d + 4 * h, s + 4 * h, n - h, base + 2u * (uint32_t)h);
+    }
+    const int nt = d && (uintptr_t)d % 32 == 0;
     const __m256i key = _mm256_set1_epi32((int)CK_KEY);
     __m256i X = _mm256_setzero_si256(), O = X, BX = X, BO = X;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i x = _mm256_loadu_si256((const __m256i*)(s + 4 * i)), y = _mm256_loadu_si256((const __m256i*)(s + 4 * i + 32));
-        if (d) {
+        if (nt) {
+            _mm256_stream_si256((__m256i*)(d + 4 * i), x);
+            _mm256_stream_si256((__m256i*)(d + 4 * i + 32), y);
+        } else if (d) {
             _mm256_storeu_si256((__m256i*)(d + 4 * i), x);
             _mm256_storeu_si256((__m256i*)(d + 4 * i + 32), y);
         }
@@ -67,6 +82,7 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2_(void* dst, const void*
         BX = _mm256_add_epi64(BX, X);
         BO = _mm256_add_epi64(BO, O);
     }
+    if (nt) _mm_sfence();   // the streamed lines are in memory before anyone reads them
     uint64_t x[4], o[4], bx[4], bo[4], sum = 0, T = i / 8;   // T vectors
     _mm256_storeu_si256((__m256i*)x, X);
     _mm256_storeu_si256((__m256i*)o, O);
@@ -145,13 +161,9 @@ static void* bounce_(int i) {
     return buf[i];
 }
 
-/* A job's work: the checksum (and the copy, if dst), or the copy alone where no sum is wanted (a
- * bounced piece of rows another rank checks). */
-static uint64_t job_work_(const SumJob_* j) {
-    if (j->sum) return ckpt_copy_checksum(j->dst, j->src, j->nbytes, j->first_word);
-    memcpy(j->dst, j->src, j->nbytes);
-    return 0;
-}
+/* A job's work: the checksum and the copy, if dst (the copy alone is no faster: it is the memory's
+ * time, and this copy streams its stores), or the checksum alone. */
+static uint64_t job_work_(const SumJob_* j) { return ckpt_copy_checksum(j->dst, j->src, j->nbytes, j->first_word); }
 
 static void* summer_main_(void* arg) {
     CkSummer* sm = arg;
@@ -303,6 +315,85 @@ herr_t ckpt_rows_io_at(int write, hid_t ds, hid_t memtype, hid_t dxpl, int64_t l
     }
     H5Sclose(fs);
     return rc;
+}
+
+struct CkMap {
+    const char* base;
+    size_t len;
+};
+
+/* File systems whose pages a mapping reads straight from this node's page cache (statfs f_type). */
+static int local_fs_(long type) {
+    static const long local[] = {
+        0xEF53,       // ext2/3/4
+        0x58465342,   // xfs
+        0x9123683E,   // btrfs
+        0x01021994,   // tmpfs
+        0x858458F6,   // ramfs
+        0x794C7630,   // overlayfs
+        0x2FC12FC1,   // zfs
+        0xF2F52010,   // f2fs
+    };
+    for (size_t i = 0; i < sizeof local / sizeof *local; i++)
+        if ((type & 0xFFFFFFFFL) == local[i]) return 1;
+    return 0;
+}
+
+CkMap* ckpt_map_open(const char* file) {
+    const char* env = getenv("ENGRAM_CKPT_MMAP");
+    if (env && !strcmp(env, "0")) return NULL;
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct statfs fs;
+    struct stat sb;
+    CkMap* m = NULL;
+    if (fstatfs(fd, &fs) == 0 && local_fs_((long)fs.f_type) && fstat(fd, &sb) == 0 && sb.st_size > 0) {
+        void* p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            madvise(p, (size_t)sb.st_size, MADV_SEQUENTIAL);   // read ahead where the pages are not cached
+            m = callocCheck(1, sizeof *m);
+            m->base = p, m->len = (size_t)sb.st_size;
+        }
+    }
+    close(fd);   // the mapping stays valid
+    return m;
+}
+
+void ckpt_map_close(CkMap* m) {
+    if (!m) return;
+    munmap((void*)m->base, m->len);
+    free(m);
+}
+
+int ckpt_rows_read_mapped(const CkMap* m, hid_t ds, hid_t memtype, int64_t lo, int64_t hi, void* data, uint64_t* sum,
+                          CkSummer* sm, int64_t row0) {
+    const haddr_t at = m ? H5Dget_offset(ds) : HADDR_UNDEF;   // defined for contiguous, allocated data only
+    if (at == HADDR_UNDEF) return 0;
+    hid_t ft = H5Dget_type(ds), fs = H5Dget_space(ds);
+    hsize_t dims[H5S_MAX_RANK];
+    int nd = H5Sget_simple_extent_dims(fs, dims, NULL);
+    const int same = ft >= 0 && H5Tequal(ft, memtype) > 0;   // the file's bytes are the memory's
+    H5Tclose(ft), H5Sclose(fs);
+    if (!same || nd < 1 || lo < 0 || hi > (int64_t)dims[0]) return 0;
+    size_t row = H5Tget_size(memtype);
+    for (int d = 1; d < nd; d++) row *= (size_t)dims[d];
+    const size_t off = (size_t)at + (size_t)lo * row, n = (size_t)(hi - lo) * row;
+    if (at > m->len || off > m->len || n > m->len - off) return 0;   // HDF5 will say what is wrong
+    const char* src = m->base + off;
+    for (size_t b = 0, k = 0; b < n; b += CKPT_READ_PIECE_BYTES, k++) {
+        size_t len = n - b < CKPT_READ_PIECE_BYTES ? n - b : CKPT_READ_PIECE_BYTES;
+        uint64_t first_word = ((size_t)(lo - row0) * row + b) / 4;
+        if (k % 2 && sm) {   // every other piece on the summer's thread, the others here
+            summer_add_(sm, (char*)data + b, src + b, len, first_word, sum, -1);
+            continue;
+        }
+        const SumJob_ j = {(char*)data + b, src + b, len, first_word, sum, -1};
+        uint64_t got = job_work_(&j);
+        if (sum && sm) pthread_mutex_lock(&sm->mu);   // the thread adds to the same sums
+        if (sum) *sum += got;
+        if (sum && sm) pthread_mutex_unlock(&sm->mu);
+    }
+    return 1;
 }
 
 static CkSet* push_(CkSet** v, int* n, int* cap) {

@@ -99,15 +99,17 @@ static int check_hash_(const hid_t* ids, const char* file, const Trainer* tr, co
 /* Read rows [lo, hi) of an open set (this rank's part of max_rows per rank) into out, adding their
  * checksum to *sum (NULL: none; complete after the summer's wait). A dense set of a format 2 file
  * (flat) is read from its flat dataset ds, its rows as elements from s->flat_at on. 0 or -1. */
-static int read_rows_(hid_t ds, const CkSet* s, int flat, hid_t dxpl, int64_t lo, int64_t hi, int64_t max_rows,
-                      size_t row_bytes, void* out, uint64_t* sum, CkSummer* sm) {
+static int read_rows_(const CkMap* map, hid_t ds, const CkSet* s, int flat, hid_t dxpl, int64_t lo, int64_t hi,
+                      int64_t max_rows, size_t row_bytes, void* out, uint64_t* sum, CkSummer* sm) {
     if (flat && s->flat_at >= 0) {
         const int64_t re = (int64_t)(row_bytes / 4), at = s->flat_at;
+        if (ckpt_rows_read_mapped(map, ds, H5T_NATIVE_FLOAT, at + lo * re, at + hi * re, out, sum, sm, at)) return 0;
         return ckpt_rows_io_at(0, ds, H5T_NATIVE_FLOAT, dxpl, at + lo * re, at + hi * re, max_rows * re, 4, out, sum,
                                sm, at) < 0 ? -1 : 0;
     }
-    return ckpt_rows_io(0, ds, s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64, dxpl, lo, hi, max_rows, row_bytes,
-                        out, sum, sm) < 0 ? -1 : 0;
+    hid_t mt = s->is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
+    if (ckpt_rows_read_mapped(map, ds, mt, lo, hi, out, sum, sm, 0)) return 0;
+    return ckpt_rows_io(0, ds, mt, dxpl, lo, hi, max_rows, row_bytes, out, sum, sm) < 0 ? -1 : 0;
 }
 
 /* The expected checksums of a format 2 file's dense sets: the flat datasets' `checksums` arrays,
@@ -139,6 +141,7 @@ static void* target_(Trainer* tr, const CkSet* s, int64_t* first, int64_t* local
  * every rank). */
 static int read_tensors_(const hid_t* ids, int flat, const char* file, Trainer* tr, const CkSet* sets, int n,
                          hid_t dxpl, MPI_Comm comm, char* err, size_t errlen) {
+    CkMap* map = ckpt_map_open(file);   // NULL: every read through HDF5
     const int P = tr->comm ? tr->comm->size : 1, rank = tr->comm ? tr->comm->rank : 0;
     uint64_t* sums = callocCheck((size_t)n + 1, sizeof(uint64_t));    // [n] parts summed over ranks
     uint64_t* whole = callocCheck((size_t)n + 1, sizeof(uint64_t));   // [n] sets each rank checks whole
@@ -157,7 +160,7 @@ static int read_tensors_(const hid_t* ids, int flat, const char* file, Trainer* 
         if (!flat || s->flat_at < 0) has[i] = ckpt_attr_read_u64(ids[i], "checksum", &want[i]) == 0;
         if (s->sharded) {   // each row counted once in the sum: replicas of an expert outside the first group don't
             in_parts[i] = 1;
-            if (read_rows_(ids[i], s, flat, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
+            if (read_rows_(map, ids[i], s, flat, dxpl, first, first + local, s->max_rows, ckpt_row_bytes(s), out,
                            s->writes ? &sums[i] : NULL, sm)) bad = i;
             continue;
         }
@@ -169,18 +172,19 @@ static int read_tensors_(const hid_t* ids, int flat, const char* file, Trainer* 
         size_t row_bytes = numel * (s->is_float ? 4 : 8) / (size_t)rows;
         in_parts[i] = P > 1 && s->ndim > 0 && rows >= P && numel * (s->is_float ? 4 : 8) >= PARTS_MIN_BYTES_;
         if (!in_parts[i]) {
-            if (read_rows_(ids[i], s, flat, dxpl, 0, rows, rows, row_bytes, out, &whole[i], sm)) bad = i;
+            if (read_rows_(map, ids[i], s, flat, dxpl, 0, rows, rows, row_bytes, out, &whole[i], sm)) bad = i;
             continue;
         }
         // block by block (every rank makes the same calls), summing only its own block
         for (int b = 0; b < P && bad < 0; b++) {
             int64_t lo, cnt;
             shard_row_range(rows, P, b, &lo, &cnt);
-            if (read_rows_(ids[i], s, flat, dxpl, lo, lo + cnt, shard_block_rows(rows, P), row_bytes,
+            if (read_rows_(map, ids[i], s, flat, dxpl, lo, lo + cnt, shard_block_rows(rows, P), row_bytes,
                            (char*)out + (size_t)lo * row_bytes, b == rank ? &sums[i] : NULL, sm)) bad = i;
         }
     }
     ckpt_summer_stop(sm);   // every sum complete, every bounced piece in place
+    ckpt_map_close(map);
     if (comm != MPI_COMM_NULL) {
         MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
         MPI_Allreduce(MPI_IN_PLACE, sums, n, MPI_UINT64_T, MPI_SUM, comm);

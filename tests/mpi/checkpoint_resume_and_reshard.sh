@@ -3,7 +3,8 @@
 # distributed test:
 #   resume  — at P = 1 and 3: 20 steps straight equal 10 steps, save, a new process loading and 10
 #             more steps, bit for bit (losses, parameters, Adam moments, tables, their moments and
-#             update counts);
+#             update counts); at P = 3 once more with the file read through HDF5 and MPI-IO instead
+#             of its mapping (ENGRAM_CKPT_MMAP=0), bit for bit too;
 #   reshard — the P = 3 checkpoint loads at P' = 1, 2, 3, 4 and the 10 steps after it give losses
 #             within 1e-5 relative of the uninterrupted P = 3 run (tensors within 1e-5·max|ref|,
 #             moments 1e-4, update counts exact).
@@ -23,6 +24,10 @@ for P in 1 3; do
   "$bin" losses "$tmp/straight$P.losses" "$tmp/resumed$P.losses" 0
   "$bin" compare "$cfg" "$tmp/straight$P.state" "$tmp/second$P.state" 0
 done
+echo "== resume at P=3, the checkpoint read through HDF5 (not mapped)"
+ENGRAM_CKPT_MMAP=0 run 3 "$tmp/second3h" --from 10 --to 20 --load "$tmp/ckpt3"
+"$bin" losses "$tmp/second3.losses" "$tmp/second3h.losses" 0
+"$bin" compare "$cfg" "$tmp/second3.state" "$tmp/second3h.state" 0
 echo "== reshard: written at P=3, loaded at P'=1..4"
 for P in 1 2 3 4; do
   run "$P" "$tmp/re$P" --from 10 --to 20 --load "$tmp/ckpt3/step_00000010.h5"

@@ -1,7 +1,9 @@
 /*
  * test_checkpoint_io.c — the piece-wise dataset I/O under checkpoints (io/checkpoint_layout.h):
  * the dataset checksum against its formula written out here, and reads into memory that is not
- * aligned like the file (they go through a bounce buffer) against the bytes that were written.
+ * aligned like the file (they go through a bounce buffer) against the bytes that were written, and
+ * reads out of a mapped file (ckpt_rows_read_mapped) against the same, with the datasets it must
+ * leave to HDF5 (chunked, another type in the file, rows past the end of a truncated file).
  * Sequential HDF5 driver, one process; the collective paths are covered by tests/mpi/checkpoint_*.
  */
 #include <setjmp.h>
@@ -85,6 +87,17 @@ static void checksum_equals_formula_where_weights_wrap(void** state) {
     free(copy);
 }
 
+/* A fresh temporary file (path: a mkstemp template, filled in) and [rows, cols] page-aligned floats
+ * of pseudo-random bytes to write there. */
+static float* temp_and_rows_(char* path, int64_t rows, int64_t cols, uint32_t seed) {
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    float* src = callocPagesCheck((size_t)rows * cols, sizeof(float));
+    fill_(src, (size_t)rows * cols * 4, seed);
+    return src;
+}
+
 /* Write a [rows, cols] float dataset (datasets of 64 KiB and more on 4 KiB, as checkpoints do),
  * then read rows [lo, hi) into dst (twice: with a checksum, then without); returns the first read's
  * checksum. sm: the checksum thread (NULL: inline). */
@@ -116,13 +129,9 @@ static uint64_t write_then_read_(const char* path, const float* src, int64_t row
 static void misaligned_read_equals_written(void** state) {
     (void)state;
     char path[] = "/tmp/engram_test_ckio_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
     // five read pieces and a bit (more than the bounce buffers in flight); rows odd, cols prime
     const int64_t cols = 37, rows = (int64_t)(5 * CKPT_READ_PIECE_BYTES / (cols * 4)) + 4001;
-    float* src = callocPagesCheck((size_t)rows * cols, sizeof(float));
-    fill_(src, (size_t)rows * cols * 4, 11);
+    float* src = temp_and_rows_(path, rows, cols, 11);
     char* dst = callocPagesCheck((size_t)rows * cols * 4 + 64, 1);
     const int64_t ranges[][2] = {{0, rows}, {5, rows - 10}, {3, 400}};   // whole, most, one small piece
     const int shifts[] = {0, 4, 16, 60};                             // 0: direct; others: through the bounce buffer
@@ -146,11 +155,96 @@ static void misaligned_read_equals_written(void** state) {
     unlink(path);
 }
 
+/* The mapped read: the bytes written and their checksum, inline and on the summer's thread, into
+ * destinations at any offset, counted from row0; and 0 (nothing read: HDF5's turn) for what it
+ * cannot read straight from the file. */
+static void mapped_read_equals_written(void** state) {
+    (void)state;
+    char path[] = "/tmp/engram_test_ckmap_XXXXXX";
+    const int64_t cols = 37, rows = (int64_t)(3 * CKPT_READ_PIECE_BYTES / (cols * 4)) + 4001;   // pieces for both sides
+    float* src = temp_and_rows_(path, rows, cols, 13);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_alignment(fapl, (hsize_t)64 << 10, 4096);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols}, chunk[2] = {64, (hsize_t)cols};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE), ccpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    H5Pset_chunk(ccpl, 2, chunk);
+    const char* names[3] = {"x", "chunked", "big_endian"};
+    hid_t types[3] = {H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, H5T_IEEE_F32BE}, pls[3] = {dcpl, ccpl, dcpl};
+    for (int i = 0; i < 3; i++) {
+        hid_t ds = H5Dcreate2(f, names[i], types[i], sp, H5P_DEFAULT, pls[i], H5P_DEFAULT);
+        assert_true(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, src) >= 0);
+        H5Dclose(ds);
+    }
+    H5Pclose(dcpl), H5Pclose(ccpl), H5Sclose(sp), H5Fclose(f), H5Pclose(fapl);
+
+    setenv("ENGRAM_CKPT_MMAP", "0", 1);
+    assert_null(ckpt_map_open(path));   // turned off
+    unsetenv("ENGRAM_CKPT_MMAP");
+    CkMap* m = ckpt_map_open(path);
+    if (!m) {
+        unlink(path), free(src);
+        print_message("%s is on a file system the load does not map; mapped reads not tested\n", path);
+        skip();
+    }
+    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t x = H5Dopen2(f, "x", H5P_DEFAULT);
+    char* dst = callocPagesCheck((size_t)rows * cols * 4 + 64, 1);
+    CkSummer* sm = ckpt_summer_start(2);
+    const int64_t ranges[][2] = {{0, rows}, {5, rows - 10}, {3, 400}}, row0s[] = {0, 2};
+    const int shifts[] = {0, 4, 16, 60};
+    for (size_t r = 0; r < sizeof ranges / sizeof *ranges; r++)
+        for (size_t k = 0; k < 8; k++) {   // inline, then with the thread; every shift, both row0s
+            const int64_t lo = ranges[r][0], hi = ranges[r][1], row0 = row0s[k % 2];
+            const size_t nbytes = (size_t)(hi - lo) * cols * 4;
+            const int shift = shifts[k % 4];
+            CkSummer* s = k < 4 ? NULL : sm;
+            uint64_t sum = 0;
+            memset(dst, 0xee, (size_t)rows * cols * 4 + 64);
+            assert_int_equal(ckpt_rows_read_mapped(m, x, H5T_NATIVE_FLOAT, lo, hi, dst + shift, &sum, s, row0), 1);
+            ckpt_summer_wait(s);
+            assert_memory_equal(dst + shift, (const char*)src + (size_t)lo * cols * 4, nbytes);
+            assert_true((unsigned char)dst[shift + nbytes] == 0xee && (unsigned char)dst[shift ? shift - 1 : 0] ==
+                        (shift ? 0xee : ((const unsigned char*)src)[(size_t)lo * cols * 4]));
+            assert_true(sum == formula_(dst + shift, nbytes, (uint64_t)(lo - row0) * cols));
+            memset(dst, 0xee, nbytes + 64);   // and without a sum
+            assert_int_equal(ckpt_rows_read_mapped(m, x, H5T_NATIVE_FLOAT, lo, hi, dst + shift, NULL, s, row0), 1);
+            ckpt_summer_wait(s);
+            assert_memory_equal(dst + shift, (const char*)src + (size_t)lo * cols * 4, nbytes);
+        }
+    uint64_t sum = 0;
+    assert_int_equal(ckpt_rows_read_mapped(NULL, x, H5T_NATIVE_FLOAT, 0, rows, dst, &sum, NULL, 0), 0);   // no map
+    assert_int_equal(ckpt_rows_read_mapped(m, x, H5T_NATIVE_FLOAT, 0, rows + 1, dst, &sum, NULL, 0), 0);   // rows past the set
+    assert_int_equal(ckpt_rows_read_mapped(m, x, H5T_NATIVE_INT32, 0, rows, dst, &sum, NULL, 0), 0);   // another type asked
+    for (int i = 1; i < 3; i++) {   // chunked; stored big-endian
+        hid_t ds = H5Dopen2(f, names[i], H5P_DEFAULT);
+        assert_int_equal(ckpt_rows_read_mapped(m, ds, H5T_NATIVE_FLOAT, 0, rows, dst, &sum, NULL, 0), 0);
+        H5Dclose(ds);
+    }
+    assert_true(sum == 0);
+    ckpt_map_close(m);
+    // the same file cut short after it was opened: the rows past its end are left to HDF5
+    haddr_t at = H5Dget_offset(x);
+    assert_true(truncate(path, (off_t)at + (off_t)(rows / 2) * cols * 4) == 0);
+    m = ckpt_map_open(path);
+    assert_non_null(m);
+    assert_int_equal(ckpt_rows_read_mapped(m, x, H5T_NATIVE_FLOAT, 0, rows / 2, dst, NULL, NULL, 0), 1);
+    assert_int_equal(ckpt_rows_read_mapped(m, x, H5T_NATIVE_FLOAT, 0, rows / 2 + 1, dst, NULL, NULL, 0), 0);
+    ckpt_map_close(m);
+    ckpt_summer_stop(sm);
+    H5Dclose(x), H5Fclose(f);
+    free(src);
+    free(dst);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checksum_equals_formula),
         cmocka_unit_test(checksum_equals_formula_where_weights_wrap),
         cmocka_unit_test(misaligned_read_equals_written),
+        cmocka_unit_test(mapped_read_equals_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
