@@ -115,7 +115,8 @@ void model_init_on(Model* m, const Config* c, int B, int ep, int ep_rank, Backen
                             .dilation = c->engram.max_ngram, .qk_eps = (float)c->engram.qk_norm_eps,
                             .conv_eps = (float)c->engram.conv_norm_eps};
     m->mdims = (MoeDims){.N = B * m->T, .D = m->D, .E = c->moe.experts, .S = c->moe.shared_experts,
-                         .k = c->moe.top_k, .Fe = c->moe.d_expert, .capacity_factor = c->moe.capacity_factor};
+                         .k = c->moe.top_k, .Fe = c->moe.d_expert, .capacity_factor = c->moe.capacity_factor,
+                         .ep = ep};
     acts_alloc_(m, c);
 }
 

@@ -43,23 +43,32 @@
 
 /* Offsets (in floats) into acts. Sized for the worst case: every one of the N·k assignments kept.
  *   probs [N, E]      router softmax p (the routing plan is rebuilt from it in the backward)
- *   h1    [N·k, Fe]   packed by expert: X_e·w1[e]ᵀ for the rows of expert e (R rows used)
- *   h3    [N·k, Fe]   packed likewise: X_e·w3[e]ᵀ
+ *   h1    [N·k, Fe]   packed by expert: X_e·w1[e]ᵀ for the rows of expert e (R rows used);
+ *                     none under expert parallelism (the experts' ranks keep them: MoeEp)
+ *   h3    [N·k, Fe]   packed likewise: X_e·w3[e]ᵀ (none likewise)
  *   y     [N·k, D]    packed likewise: Expert_e(X_e), before the routing weight
  *   sh1   [S, N, Fe]  f·shared_w1[s]ᵀ
  *   sh3   [S, N, Fe]  f·shared_w3[s]ᵀ
- * total = N·E + N·k·(2·Fe + D) + 2·S·N·Fe floats. */
+ * total = N·E + N·k·(2·Fe + D) + 2·S·N·Fe floats (N·k·2·Fe fewer under expert parallelism). */
 typedef struct {
     size_t probs, h1, h3, y, sh1, sh3, total;
 } MoeActsLayout;
 
+/* The acts were sized for d->ep: a call with a hook must match it (no room for h1/h3 otherwise). */
+static void ep_check_(const MoeDims* d, const MoeEp* ep) {
+    if ((d->ep > 1) != (ep != NULL))
+        engram_die("this is a bug: the MoE activations were sized for another expert parallelism",
+                   "MoeDims.ep = %d, called %s a MoeEp", d->ep, ep ? "with" : "without");
+}
+
 static MoeActsLayout acts_layout_(const MoeDims* d) {
     size_t N = (size_t)d->N, Nk = N * (size_t)d->k, Fe = (size_t)d->Fe;
+    size_t Fr = d->ep > 1 ? 0 : Fe;   // the routed experts' h1/h3 columns kept here
     MoeActsLayout l;
     l.probs = 0;
     l.h1 = l.probs + N * (size_t)d->E;
-    l.h3 = l.h1 + Nk * Fe;
-    l.y = l.h3 + Nk * Fe;
+    l.h3 = l.h1 + Nk * Fr;
+    l.y = l.h3 + Nk * Fr;
     l.sh1 = l.y + Nk * (size_t)d->D;
     l.sh3 = l.sh1 + (size_t)d->S * N * Fe;
     l.total = l.sh3 + (size_t)d->S * N * Fe;
@@ -378,6 +387,7 @@ void moe_forward(const MoeDims* d, const MoeWeights* w, const float* f, float* o
 void moe_forward_on(Backend* be, const MoeDims* d, const MoeWeights* w, const float* f, float* out, float* acts,
                     MoeStats* stats, MoeEp* ep) {
     MoeActsLayout L = acts_layout_(d);
+    ep_check_(d, ep);
     size_t D = (size_t)d->D, Fe = (size_t)d->Fe;
     float* probs = acts + L.probs;
     // 1. router: [N,D] -> p [N,E]
@@ -514,6 +524,7 @@ void moe_backward_on(Backend* be, const MoeDims* d, const MoeWeights* w, const f
                      const float* dout, double aux_coef, const double* counts_glob, double n_tok_glob, float* df,
                      MoeWeights* g, MoeEp* ep) {
     MoeActsLayout L = acts_layout_(d);
+    ep_check_(d, ep);
     size_t N = (size_t)d->N, D = (size_t)d->D, E = (size_t)d->E;
     const float* probs = acts + L.probs;
     // the forward's plan, rebuilt from the saved probabilities (same p, same plan)

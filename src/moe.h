@@ -24,6 +24,8 @@ typedef struct {
     int E, S, k;             // routed experts, shared experts, experts per token
     int Fe;                  // expert hidden width
     double capacity_factor;  // 0 = no limit
+    int ep;                  // > 1: expert parallel (the layer runs with a MoeEp): the experts' ranks
+                             // keep h1/h3 (MoeEp), so the acts have no room for them
 } MoeDims;
 
 /* Weights (and, with the same layout, their gradients). Shapes as docs/model.md; under expert
@@ -75,7 +77,7 @@ typedef struct {
 void moe_ep_free(struct Backend* be, MoeEp* ep);
 
 /* Floats of activation memory the forward saves (sized for the worst case, all tokens kept):
- *   N·E + N·k·(2·Fe + D) + 2·S·N·Fe
+ *   N·E + N·k·(2·Fe + D) + 2·S·N·Fe   (N·E + N·k·D + 2·S·N·Fe where d->ep > 1: no h1, h3)
  * laid out as probs [N,E] (the router softmax; the backward rebuilds the routing from it), then,
  * packed by expert (expert 0's kept rows, then expert 1's, ...; token order inside an expert),
  * h1 [N·k,Fe] = X·w1ᵀ, h3 [N·k,Fe] = X·w3ᵀ, y [N·k,D] = Expert(X) before the routing weight, then
