@@ -47,5 +47,8 @@ char* checkpoint_read_config(const char* file, char* err, size_t errlen);
 /* Load file into tr, which was trainer_init'ed from the same config at any P; all ranks call it.
  * Refuses (−1, err) a file whose tensor shapes differ from tr's. Fills st. */
 int checkpoint_load(Trainer* tr, const char* file, CkptState* st, char* err, size_t errlen);
+/* 1 where checkpoint_load reads file's contiguous datasets out of a mapping of it (a local file
+ * system, ENGRAM_CKPT_MMAP not 0: docs/checkpoint.md), 0 where it reads through HDF5 and MPI-IO. */
+int checkpoint_load_maps(const char* file);
 
 #endif

@@ -207,6 +207,12 @@ static int read_tensors_(const hid_t* ids, int flat, const char* file, Trainer* 
     return bad >= 0 ? -1 : 0;
 }
 
+int checkpoint_load_maps(const char* file) {
+    CkMap* m = ckpt_map_open(file);
+    ckpt_map_close(m);
+    return m != NULL;
+}
+
 int checkpoint_load(Trainer* dev, const char* file, CkptState* st, char* err, size_t errlen) {
     Trainer* tr = ckpt_host_view(dev, 0);   // read into host memory (dev itself on the CPU)
     CkQuiet q = ckpt_quiet();

@@ -8,7 +8,8 @@
  * touched calloc'ed moments would make the save pay for page faults a real run never sees).
  * Files go to a fresh directory DIR/bench_checkpoint.XXXXXX (--dir, default .), removed at the end.
  * Prints one JSON line (rank 0): the best of --reps (default 10) of each side, and the ratios of
- * the medians too (on a shared host the best of a few reps swings by a third from run to run).
+ * the medians too (on a shared host the best of a few reps swings by a third from run to run), and
+ * how the load read the file (`load_reads`: "mapped" or "hdf5", docs/checkpoint.md).
  *
  * Both sides run under the same conditions, rep by rep (after one untimed save; the checkpoint's
  * save + load first in odd reps, the plain pair first in even ones):
@@ -177,9 +178,10 @@ int bench_checkpoint_main(int argc, char** argv) {
         printf("{\"bench\":\"checkpoint\",\"config\":\"%s\",\"ranks\":%d,\"bytes\":%zu,\"save_s\":%.4f,\"load_s\":%.4f,"
                "\"save_MBps\":%.1f,\"load_MBps\":%.1f,\"plain_write_MBps\":%.1f,\"plain_read_MBps\":%.1f,"
                "\"save_ratio\":%.3g,\"load_ratio\":%.3g,\"save_ratio_median\":%.3g,\"load_ratio_median\":%.3g,"
-               "\"reps\":%d}\n",
+               "\"reps\":%d,\"load_reads\":\"%s\"}\n",
                path, w.size, bytes, best[0], best[1], mb / best[0], mb / best[1], mb / best[2], mb / best[3],
-               best[2] / best[0], best[3] / best[1], med[2] / med[0], med[3] / med[1], reps);
+               best[2] / best[0], best[3] / best[1], med[2] / med[0], med[3] / med[1], reps,
+               checkpoint_load_maps(file) ? "mapped" : "hdf5");
         unlink(file);
         unlink(plain);
         char latest[4400];

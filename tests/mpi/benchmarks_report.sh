@@ -17,7 +17,7 @@ export OMP_NUM_THREADS=1 ENGRAM_BENCH_REPS=3
 check() {
   local name=$1 file=$2; shift 2
   "$py" - "$name" "$file" "$@" <<'EOF' || exit 1
-import json, math, sys
+import json, math, os, sys
 name, path, keys = sys.argv[1], sys.argv[2], sys.argv[3:]
 lines = [l for l in open(path) if l.strip()]
 if len(lines) != 1:
@@ -30,6 +30,9 @@ for k in keys:
 def near(a, b):
     return abs(a - b) <= 0.02 * abs(b) + 0.011   # printed rounded to 2-3 decimals
 if d["bench"] == "checkpoint":
+    want = "hdf5" if os.environ.get("ENGRAM_CKPT_MMAP") == "0" else ("mapped", "hdf5")
+    if d.get("load_reads") not in (want if isinstance(want, tuple) else (want,)):
+        sys.exit(f"FAIL: {name}: load_reads = {d.get('load_reads')!r}, wanted {want}")
     if not near(d["load_ratio"], d["load_MBps"] / d["plain_read_MBps"]):
         sys.exit(f"FAIL: {name}: load_ratio {d['load_ratio']} is not load_MBps / plain_read_MBps")
     if not near(d["save_ratio"], d["save_MBps"] / d["plain_write_MBps"]):
@@ -48,6 +51,10 @@ for P in 1 2 3; do
   "$mpirun" -np "$P" "$engram" bench checkpoint "$cfg" --dir "$tmp" --reps 2 > "$tmp/ck.json"
   check "checkpoint P=$P" "$tmp/ck.json" bytes save_s load_s save_MBps load_MBps plain_write_MBps \
     plain_read_MBps save_ratio load_ratio save_ratio_median load_ratio_median
+  if [[ $P == 2 ]]; then   # the load through HDF5, and said so
+    ENGRAM_CKPT_MMAP=0 "$mpirun" -np "$P" "$engram" bench checkpoint "$cfg" --dir "$tmp" --reps 2 > "$tmp/ck.json"
+    ENGRAM_CKPT_MMAP=0 check "checkpoint P=$P, not mapped" "$tmp/ck.json" load_s load_ratio
+  fi
   left=$(find "$tmp" -name 'bench_checkpoint.*')
   [[ -z $left ]] || { echo "FAIL: checkpoint P=$P: left $left behind"; exit 1; }
   "$mpirun" -np "$P" "$engram" bench exchange "$cfg" --steps 2 > "$tmp/ex.json"
