@@ -161,8 +161,8 @@ static void* bounce_(int i) {
     return buf[i];
 }
 
-/* A job's work: the checksum and the copy, if dst (the copy alone is no faster: it is the memory's
- * time, and this copy streams its stores), or the checksum alone. */
+/* A job's work: the checksum and the copy, if dst (also where no sum is wanted: with its streaming
+ * stores this copy moves 200 MB in 4 MiB pieces in 16-17 ms, memcpy in 25-27), or the checksum alone. */
 static uint64_t job_work_(const SumJob_* j) { return ckpt_copy_checksum(j->dst, j->src, j->nbytes, j->first_word); }
 
 static void* summer_main_(void* arg) {
@@ -218,12 +218,20 @@ void ckpt_summer_stop(CkSummer* sm) {
 }
 
 /* Queue a checksum (and copy, for a bounced read): NULL summer, or nothing to do: now, inline. */
+/* A job done here, by the caller; its sum added under sm's lock where sm's thread adds to sums too. */
+static void job_here_(CkSummer* sm, const SumJob_* j) {
+    uint64_t k = job_work_(j);
+    if (!j->sum) return;
+    if (sm) pthread_mutex_lock(&sm->mu);
+    *j->sum += k;
+    if (sm) pthread_mutex_unlock(&sm->mu);
+}
+
 static void summer_add_(CkSummer* sm, void* dst, const void* src, size_t nbytes, uint64_t first_word, uint64_t* sum,
                         int bounce) {
     const SumJob_ j = {dst, src, nbytes, first_word, sum, bounce};
     if (!sm) {
-        uint64_t k = job_work_(&j);
-        if (sum) *sum += k;
+        job_here_(NULL, &j);
         return;
     }
     pthread_mutex_lock(&sm->mu);
@@ -378,20 +386,13 @@ int ckpt_rows_read_mapped(const CkMap* m, hid_t ds, hid_t memtype, int64_t lo, i
     size_t row = H5Tget_size(memtype);
     for (int d = 1; d < nd; d++) row *= (size_t)dims[d];
     const size_t off = (size_t)at + (size_t)lo * row, n = (size_t)(hi - lo) * row;
-    if (at > m->len || off > m->len || n > m->len - off) return 0;   // HDF5 will say what is wrong
+    if (off > m->len || n > m->len - off) return 0;   // HDF5 will say what is wrong
     const char* src = m->base + off;
     for (size_t b = 0, k = 0; b < n; b += CKPT_READ_PIECE_BYTES, k++) {
         size_t len = n - b < CKPT_READ_PIECE_BYTES ? n - b : CKPT_READ_PIECE_BYTES;
         uint64_t first_word = ((size_t)(lo - row0) * row + b) / 4;
-        if (k % 2 && sm) {   // every other piece on the summer's thread, the others here
-            summer_add_(sm, (char*)data + b, src + b, len, first_word, sum, -1);
-            continue;
-        }
-        const SumJob_ j = {(char*)data + b, src + b, len, first_word, sum, -1};
-        uint64_t got = job_work_(&j);
-        if (sum && sm) pthread_mutex_lock(&sm->mu);   // the thread adds to the same sums
-        if (sum) *sum += got;
-        if (sum && sm) pthread_mutex_unlock(&sm->mu);
+        if (k % 2) summer_add_(sm, (char*)data + b, src + b, len, first_word, sum, -1);   // on the thread, if any
+        else job_here_(sm, &(SumJob_){(char*)data + b, src + b, len, first_word, sum, -1});
     }
     return 1;
 }
