@@ -196,9 +196,15 @@ static void owner_dedup_(Exchange* ex, ExchangePlan* p) {
                 if (r >= local)
                     engram_die("this is a bug: a rank was asked for a row it does not own", "row %lld of layer %d",
                                (long long)ROWKEY_ROW(key), ROWKEY_LAYER(key));
+                if (b == 0) {   // the first asker's keys are distinct: each is a first request
+                    slot[r] = (uint32_t)n_own;   // < 2^31: displs_ caps the requests
+                    own_keys[n_own] = key;
+                    own_inv[i] = n_own++;
+                    continue;
+                }
                 uint32_t s = slot[r];
-                if (b == 0 || s >= (uint64_t)n_own || own_keys[s] != key) {   // first request in this plan
-                    s = slot[r] = (uint32_t)n_own;   // < 2^31: displs_ caps the requests
+                if (s >= (uint64_t)n_own || own_keys[s] != key) {   // first request in this plan
+                    s = slot[r] = (uint32_t)n_own;
                     own_keys[n_own++] = key;
                 }
                 own_inv[i] = s;

@@ -186,20 +186,32 @@ void tables_gather_local(const EngramTables* t, const int64_t* keys, int64_t n, 
     }
 }
 
+/* Contribution i of rows_sum_owned: self's rows in [self_lo, self_hi), recv's elsewhere. */
+static inline const float* contribution_(const float* recv, const float* self, int64_t self_lo, int64_t self_hi,
+                                         int64_t i, size_t D) {
+    return i >= self_lo && i < self_hi ? self + (size_t)(i - self_lo) * D : recv + (size_t)i * D;
+}
+
 void rows_sum_owned(float* own, const float* recv, const float* self, int64_t self_lo, int64_t self_hi,
                     const int64_t* own_inv, int64_t n_recv, int Dh) {
     const size_t D = (size_t)Dh;
     int64_t fresh = 0;   // the next row number not yet seen: row own_inv[i] is new exactly when it equals it
-    for (int64_t i = 0; i < n_recv; i++) {
+    for (int64_t i = 0; i < n_recv;) {
+        if (own_inv[i] == fresh) {
+            // a run of first contributions goes to consecutive rows from consecutive ones (within
+            // recv or within self): one copy (the first asker's are all such; most others' too)
+            const int64_t stop = i < self_lo ? self_lo : i < self_hi ? self_hi : n_recv;
+            int64_t n = 1;
+            while (i + n < stop && own_inv[i + n] == fresh + n) n++;
+            memcpy(own + (size_t)fresh * D, contribution_(recv, self, self_lo, self_hi, i, D), (size_t)n * D * sizeof(float));
+            fresh += n, i += n;
+            continue;
+        }
         if (i + ENGRAM_PREFETCH_AHEAD < n_recv)   // rows of own are scattered (megabytes of them)
             engram_prefetch(own + (size_t)own_inv[i + ENGRAM_PREFETCH_AHEAD] * D, D * sizeof(float));
         float* g = own + (size_t)own_inv[i] * D;
-        const float* c = i >= self_lo && i < self_hi ? self + (size_t)(i - self_lo) * D : recv + (size_t)i * D;
-        if (own_inv[i] == fresh) {
-            memcpy(g, c, D * sizeof(float));
-            fresh++;
-        } else {
-            for (size_t j = 0; j < D; j++) g[j] += c[j];
-        }
+        const float* c = contribution_(recv, self, self_lo, self_hi, i, D);
+        for (size_t j = 0; j < D; j++) g[j] += c[j];
+        i++;
     }
 }
