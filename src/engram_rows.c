@@ -203,7 +203,8 @@ void rows_sum_owned(float* own, const float* recv, const float* self, int64_t se
             const int64_t stop = i < self_lo ? self_lo : i < self_hi ? self_hi : n_recv;
             int64_t n = 1;
             while (i + n < stop && own_inv[i + n] == fresh + n) n++;
-            memcpy(own + (size_t)fresh * D, contribution_(recv, self, self_lo, self_hi, i, D), (size_t)n * D * sizeof(float));
+            const float* c = contribution_(recv, self, self_lo, self_hi, i, D);
+            memcpy(own + (size_t)fresh * D, c, (size_t)n * D * sizeof(float));
             fresh += n, i += n;
             continue;
         }
