@@ -48,6 +48,17 @@ static void fail_(const Comm* w, const char* fmt, ...) {
     exit(ENGRAM_EXIT_USAGE);
 }
 
+/* This rank's share of the global batch. Every rank knows B and P, so a batch smaller than the ranks
+ * is refused by all of them at once (a refusal by only the ranks left without a sequence would
+ * leave the others waiting in the next collective). */
+static void batch_share_(const Comm* w, const Config* c, const char* file, int* first, int* count) {
+    const int B = c->train.batch_size;
+    if (B < w->size)
+        fail_(w, "%s: train.batch_size: %d sequences cannot be split over %d ranks; give train.batch_size=%d or more, "
+                 "or use at most %d ranks", file, B, w->size, w->size, B);
+    shard_batch_range(B, w->size, w->rank, first, count);
+}
+
 /* A verdict only rank 0 could reach (files it alone read or wrote): share it, then fail together. */
 static void agree_(const Comm* w, int rc, char* err, size_t errlen) {
     mpiCheck(MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm));
@@ -284,9 +295,7 @@ int cmd_train(int argc, char** argv) {
     vocab_setup_(&w, &c, &vocab);
     const int B = c.train.batch_size, T = c.model.seq_len;
     int first, count;
-    shard_batch_range(B, w.size, w.rank, &first, &count);
-    if (count == 0) fail_(&w, "%s: train.batch_size: %d sequences cannot be split over %d ranks; use at most %d ranks",
-                          c.path, B, w.size, B);
+    batch_share_(&w, &c, c.path, &first, &count);
 
     // run directory (rank 0 decides, everyone agrees)
     char dir[2048], ckdir[2100], path[2200];
@@ -470,8 +479,7 @@ int cmd_eval(int argc, char** argv) {
     Dataset val;
     if (dataset_open(&val, glob, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0) fail_(&w, "%s", err);
     int first, count;
-    shard_batch_range(B, w.size, w.rank, &first, &count);
-    if (count == 0) fail_(&w, "train.batch_size %d is below the %d ranks; use fewer ranks", B, w.size);
+    batch_share_(&w, &c, file, &first, &count);
     // the experts' sharding is a run setting, not part of the weights (checkpoints hold them whole):
     // evaluate at any P, sharded as the run was where that divides P, else replicated
     if (w.size % c.parallel.expert_parallel != 0) c.parallel.expert_parallel = 1;

@@ -79,6 +79,13 @@ expect "trunc_000000.bin" "$engram" train "$tmp/c.yaml" run.name=x "data.train=$
 expect "model.vocab_size: smaller than the tokenizer" "$engram" train "$tmp/c.yaml" run.name=x model.vocab_size=1000
 expect "belongs to another config: model.d_model is 32 there and 64 here" "$engram" train "$tmp/c.yaml" model.d_model=64
 expect "eval: unknown option" "$engram" eval "$run/checkpoints" --bogus
+# a batch smaller than the ranks: refused by every rank at once (refused by the ranks left without a
+# sequence alone, it left the others waiting in a collective: timeout makes a hang a failure)
+expect "train.batch_size: 2 sequences cannot be split over 3 ranks" timeout 120 "$mpirun" -np 3 "$engram" train \
+  "$tmp/c.yaml" run.name=small train.batch_size=2
+[ ! -e "$tmp/runs/small" ] || fail "a refused run made its directory"
+expect "train.batch_size: 1 sequences cannot be split over 2 ranks" timeout 120 "$mpirun" -np 2 "$engram" bench \
+  exchange "$tmp/c.yaml" train.batch_size=1
 [ -e "$run/checkpoints/step_00000006.h5" ] || fail "a refusal removed a checkpoint"
 cp "$tok" "$tmp/encoder.json.orig"; echo >> "$tok"   # same path, other contents
 expect "use the tokenizer the run started with" "$engram" eval "$run/checkpoints"
