@@ -168,10 +168,9 @@ const char* bench_mpi_start(int argc, char** argv, const char* usage, Comm* w, C
     if (!path || *steps < 1) engram_fail("usage: %s", usage);
     cli_load_config(c, path, n_over, over);
     free(over);
-    if (c->train.batch_size < w->size) {   // every rank sees it; rank 0 says why
-        if (w->rank == 0)
-            engram_fail("%s: train.batch_size: %d sequences cannot be split over %d ranks; give train.batch_size=%d or "
-                        "more, or use at most %d ranks", path, c->train.batch_size, w->size, w->size, c->train.batch_size);
+    char err[512];
+    if (shard_batch_refused(c->train.batch_size, w->size, path, err, sizeof err)) {   // every rank; rank 0 says why
+        if (w->rank == 0) engram_fail("%s", err);
         exit(ENGRAM_EXIT_USAGE);
     }
     shard_batch_range(c->train.batch_size, w->size, w->rank, first, count);

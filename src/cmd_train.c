@@ -48,15 +48,11 @@ static void fail_(const Comm* w, const char* fmt, ...) {
     exit(ENGRAM_EXIT_USAGE);
 }
 
-/* This rank's share of the global batch. Every rank knows B and P, so a batch smaller than the ranks
- * is refused by all of them at once (a refusal by only the ranks left without a sequence would
- * leave the others waiting in the next collective). */
+/* This rank's share of the global batch; a batch smaller than the ranks is refused by every rank. */
 static void batch_share_(const Comm* w, const Config* c, const char* file, int* first, int* count) {
-    const int B = c->train.batch_size;
-    if (B < w->size)
-        fail_(w, "%s: train.batch_size: %d sequences cannot be split over %d ranks; give train.batch_size=%d or more, "
-                 "or use at most %d ranks", file, B, w->size, w->size, B);
-    shard_batch_range(B, w->size, w->rank, first, count);
+    char err[512];
+    if (shard_batch_refused(c->train.batch_size, w->size, file, err, sizeof err)) fail_(w, "%s", err);
+    shard_batch_range(c->train.batch_size, w->size, w->rank, first, count);
 }
 
 /* A verdict only rank 0 could reach (files it alone read or wrote): share it, then fail together. */

@@ -7,6 +7,7 @@
 #define ENGRAM_SHARD_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 /* Rows of a table split into P contiguous blocks of ceil(rows/P); the last ranks may own fewer
  * rows, or none when rows < P. */
@@ -27,6 +28,15 @@ static inline void shard_batch_range(int B, int P, int r, int* first, int* count
     int base = B / P, extra = B % P;
     *count = base + (r < extra);
     *first = r * base + (r < extra ? r : extra);
+}
+/* Why a batch of B sequences cannot be split over P ranks (one would have none), named after where
+ * the config came from, into err [n]; 0 where it can. Every rank knows B and P, so every rank refuses
+ * together (a refusal by the ranks left without a sequence alone leaves the others in a collective). */
+static inline int shard_batch_refused(int B, int P, const char* where, char* err, size_t n) {
+    if (B >= P) return 0;
+    snprintf(err, n, "%s: train.batch_size: %d sequences cannot be split over %d ranks; give train.batch_size=%d or "
+             "more, or use at most %d ranks", where, B, P, P, B);
+    return 1;
 }
 
 #endif
