@@ -10,12 +10,15 @@
  * SIGTERM/SIGUSR1 after writing a checkpoint (job scripts requeue on it).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "checkpoint_file.h"
@@ -143,7 +146,65 @@ static int identity_key_(const char* name) {
            !strcmp(name, "run.seed") || !strcmp(name, "data.tokenizer");
 }
 
-/* Rank 0: create the run directory, or check that it belongs to this config. Writes config.yaml
+/* Whether the lock holder's line names this Slurm job (a requeued job keeps its id). */
+static int same_slurm_job_(const char* holder, const char* job) {
+    const char* at = job ? strstr(holder, ", slurm job ") : NULL;
+    if (!at) return 0;
+    at += strlen(", slurm job ");
+    size_t n = strlen(job);
+    return !strncmp(at, job, n) && (at[n] == '\n' || at[n] == '\0');
+}
+
+/* Rank 0 holds an exclusive lock on <dir>/.lock while it runs: a second run on the same directory
+ * would mix its checkpoints and metrics with this one's. flock is released when the process ends,
+ * however it ends, so a crashed or preempted run leaves no stale lock; the file names the holder
+ * for the refusal. A Slurm job requeued onto another node may start before the node it left has
+ * released its lock (an NFS lease): the same job id waits up to 3 minutes. A file system without
+ * locks runs unlocked, with a note. The descriptor stays open for the run. */
+static int rundir_lock_(const char* dir, char* err, size_t errlen) {
+    char path[2200];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot open (%s); check run.dir", path, strerror(errno));
+        return -1;
+    }
+    const char* job = getenv("SLURM_JOB_ID");
+    for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; waited += 2) {
+        if (errno != EWOULDBLOCK) {
+            fprintf(stderr, "engram: note: %s: the file system has no locks (%s); make sure no other run uses this "
+                    "directory\n", path, strerror(errno));
+            close(fd);
+            return 0;
+        }
+        char holder[512] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        if (same_slurm_job_(holder, job) && waited < 180) {
+            if (waited == 0) fprintf(stderr, "engram: %s: waiting for the lock of an earlier try of this job\n", dir);
+            sleep(2);
+            continue;
+        }
+        snprintf(err, errlen, "%s is in use by another engram train (%s); wait for it to end or stop it, or use another "
+                 "run.name", dir, holder[0] ? holder : "its holder did not say who it is");
+        close(fd);
+        return -1;
+    }
+    char host[256] = "?", when[32], line[700];
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = '\0';
+    time_t now = time(NULL);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&now));
+    int n = snprintf(line, sizeof line, "pid %d on %s since %s%s%s\n", (int)getpid(), host, when,
+                     job ? ", slurm job " : "", job ? job : "");
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)n, 0) != n)   // the lock holds either way
+        fprintf(stderr, "engram: note: %s: cannot write who holds it (%s)\n", path, strerror(errno));
+    return 0;
+}
+
+/* Rank 0: create the run directory and take its lock, or refuse a directory another run holds or
+ * that belongs to another config. Writes config.yaml
  * (a previous one that differs in other keys, e.g. train.steps, is kept as config.previous.yaml). */
 static int rundir_prepare_(const Config* c, const char* dir, char* err, size_t errlen) {
     char path[2200], ck[2200];
@@ -152,6 +213,7 @@ static int rundir_prepare_(const Config* c, const char* dir, char* err, size_t e
         snprintf(err, errlen, "%s: cannot create the run directory (%s); check run.dir", dir, strerror(errno));
         return -1;
     }
+    if (rundir_lock_(dir, err, errlen) != 0) return -1;
     snprintf(path, sizeof path, "%s/config.yaml", dir);
     struct stat st;
     if (stat(path, &st) == 0) {

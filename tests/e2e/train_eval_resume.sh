@@ -5,7 +5,8 @@
 # checkpoint equals training straight through (same losses to the digit); eval at 1 and 3 ranks
 # agrees with the run's own validation loss; bad input refused with one line and exit 2;
 # non-finite steps stop the run (exit 3) with the last good checkpoint intact; SIGTERM writes a
-# checkpoint and exits 75, and the rerun resumes.
+# checkpoint and exits 75, and the rerun resumes; a second run on a directory in use is refused, and
+# a requeued Slurm job waits for its earlier try's lock.
 set -uo pipefail
 engram=$1; mpirun=$3
 source "$(dirname "$0")/lib/gpt2_fortunes.sh" tok   # $tmp, $tok (a copy we may change), $texts, fail
@@ -97,12 +98,41 @@ pid=$!
 # wait for step 2 (the handler is installed by then); slow builds (sanitizers) under load take minutes
 for i in $(seq 1 1500); do grep -q "step 2/" "$tmp/out5" 2>/dev/null && break; sleep 0.2; done
 grep -q "step 2/" "$tmp/out5" || fail "SIGTERM run did not reach step 2 in 300 s"
+# a second run on the same directory while this one runs: refused (exit 2, one line naming the
+# holder), and nothing in the directory changes (this run's other train.steps would otherwise have
+# moved config.yaml to config.previous.yaml)
+sum=$(md5sum < "$tmp/runs/sig/config.yaml")
+rc=0; "$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=sig train.steps=12 > "$tmp/out_lock" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "^engram: $tmp/runs/sig is in use by another engram train (pid [0-9]* on " "$tmp/out_lock" ||
+  { cat "$tmp/out_lock"; fail "second run on a busy directory: exit $rc"; }
+[[ $(md5sum < "$tmp/runs/sig/config.yaml") == "$sum" && ! -e "$tmp/runs/sig/config.previous.yaml" ]] ||
+  fail "the refused second run changed the run directory"
 pkill -TERM -P $pid   # to the ranks, as Slurm signals a job step's tasks (mpirun itself would abort them)
 wait $pid; rc=$?
 [ $rc -eq 75 ] || { tail -5 "$tmp/out5"; fail "SIGTERM run exited $rc, wanted 75"; }
 grep -q "stopping on signal" "$tmp/out5" || fail "no message for the signal"
 "$mpirun" -np 2 "$engram" train "$tmp/c.yaml" run.name=sig train.steps=12 checkpoint.every=1000 > "$tmp/out6" 2>&1 || fail "resume after SIGTERM"
 grep -q "resumed from" "$tmp/out6" || fail "no resume after SIGTERM"
+
+# a Slurm job requeued while its earlier try still holds the directory's lock (a node that has not
+# released it yet) waits for it instead of being refused, then resumes; another job is refused
+export SLURM_JOB_ID=e2e-77
+"$mpirun" -np 2 -x SLURM_JOB_ID "$engram" train "$tmp/c.yaml" run.name=sig train.steps=400 > "$tmp/out7" 2>&1 &
+pid=$!
+for i in $(seq 1 1500); do grep -q "^step [0-9]*/400 " "$tmp/out7" 2>/dev/null && break; sleep 0.2; done
+grep -q "^step [0-9]*/400 " "$tmp/out7" || fail "requeue: first try did not make a step in 300 s"
+rc=0; SLURM_JOB_ID=e2e-78 "$mpirun" -np 2 -x SLURM_JOB_ID "$engram" train "$tmp/c.yaml" run.name=sig train.steps=20 \
+  > "$tmp/out8" 2>&1 || rc=$?
+[[ $rc -eq 2 ]] && grep -q "is in use by another engram train (.*, slurm job e2e-77)" "$tmp/out8" ||
+  { cat "$tmp/out8"; fail "another Slurm job on a busy directory: exit $rc"; }
+"$mpirun" -np 2 -x SLURM_JOB_ID "$engram" train "$tmp/c.yaml" run.name=sig train.steps=40 > "$tmp/out9" 2>&1 &
+pid2=$!
+for i in $(seq 1 150); do grep -q "waiting for the lock" "$tmp/out9" 2>/dev/null && break; sleep 0.2; done
+grep -q "waiting for the lock of an earlier try of this job" "$tmp/out9" || fail "requeue: the second try did not wait"
+pkill -TERM -P $pid; wait $pid
+wait $pid2; rc=$?
+[[ $rc -eq 0 ]] && grep -q "resumed from" "$tmp/out9" || { tail -5 "$tmp/out9"; fail "requeue: the second try exited $rc"; }
+unset SLURM_JOB_ID
 
 [ $fails -eq 0 ] && echo "train/eval end to end: all checks passed"
 exit $((fails > 0))
