@@ -358,17 +358,10 @@ static int publish_(const Trainer* tr, const char* dir, const char* tmp, const c
     return 0;
 }
 
-/* Every rank returns the same status and the first failing rank's message. */
-static int agree_(MPI_Comm comm, int rank, int failed, char* err, size_t errlen) {
+/* Every rank returns the same status and the first failing rank's message (comm_agree). */
+static int agree_(MPI_Comm comm, int failed, char* err, size_t errlen) {
     if (comm == MPI_COMM_NULL) return failed ? -1 : 0;
-    int who = failed ? rank : 1 << 30;
-    MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, comm);
-    if (who == 1 << 30) return 0;
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", err);
-    MPI_Bcast(buf, sizeof buf, MPI_CHAR, who, comm);
-    ckpt_errf(err, errlen, "%s", buf);
-    return -1;
+    return comm_agree(comm, failed, err, (int)errlen) < 0 ? 0 : -1;
 }
 
 int checkpoint_save(const Trainer* dev, const Config* c, const Compression* comp, const CkptState* st,
@@ -385,7 +378,7 @@ int checkpoint_save(const Trainer* dev, const Config* c, const Compression* comp
         time_t now = time(NULL);
         strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     }
-    if (agree_(w.comm, w.rank, w.failed, w.err, sizeof w.err)) goto out;
+    if (agree_(w.comm, w.failed, w.err, sizeof w.err)) goto out;
     if (w.comm != MPI_COMM_NULL) MPI_Bcast(created, sizeof created, MPI_CHAR, 0, w.comm);
 
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -414,10 +407,10 @@ int checkpoint_save(const Trainer* dev, const Config* c, const Compression* comp
         if (H5Fclose(w.file) < 0) fail_(&w, "%s: cannot close the checkpoint file (disk full?)", tmp);
     }
     if (w.dxpl != H5P_DEFAULT) H5Pclose(w.dxpl);
-    if (agree_(w.comm, w.rank, w.failed, w.err, sizeof w.err)) goto out;
+    if (agree_(w.comm, w.failed, w.err, sizeof w.err)) goto out;
     if (w.rank == 0 && publish_(tr, dir, tmp, final, (long long)st->step, c->checkpoint.keep, w.err, sizeof w.err))
         w.failed = 1;
-    agree_(w.comm, w.rank, w.failed, w.err, sizeof w.err);
+    agree_(w.comm, w.failed, w.err, sizeof w.err);
 out:
     ckpt_loud(q);
     if (w.failed || w.err[0]) {

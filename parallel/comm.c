@@ -1,5 +1,6 @@
 /*
- * comm.c — MPI start-up, error reporting, and the CPUs a rank can count on (comm.h).
+ * comm.c — MPI start-up, error reporting, agreeing on failures, and the CPUs a rank can count on
+ * (comm.h).
  */
 #define _GNU_SOURCE   // sched_getaffinity, CPU_COUNT
 #include "comm.h"
@@ -65,4 +66,15 @@ void comm_free(Comm* c) {
     int done = 0;
     MPI_Finalized(&done);
     if (!done) MPI_Finalize();
+}
+
+int comm_agree(MPI_Comm comm, int failed, char* msg, int n) {
+    int rank, size;
+    mpiCheck(MPI_Comm_rank(comm, &rank));
+    mpiCheck(MPI_Comm_size(comm, &size));
+    int who = failed ? rank : size;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, comm));
+    if (who == size) return -1;
+    mpiCheck(MPI_Bcast(msg, n, MPI_CHAR, who, comm));
+    return who;
 }

@@ -1,6 +1,6 @@
 /*
  * comm.h — the MPI world every rank runs in: start-up, shut-down, the ranks sharing a node and the
- * CPUs a rank can count on, the rank-0 print macro, and the mpiCheck macro that turns an MPI error
+ * CPUs a rank can count on, agreeing on a failure some ranks met alone, the rank-0 print macro, and the mpiCheck macro that turns an MPI error
  * into a message with file, line and a hint.
  *
  * Not here: exchanges and gradient sync (their own files in parallel/), anything touching files.
@@ -28,6 +28,12 @@ void comm_free(Comm* c);
  * process). A helper thread pays off only where this is 2 or more; on fewer it takes turns with the
  * rank. */
 int comm_cores(const Comm* c);
+
+/* A verdict some ranks may reach alone (a file one node cannot read): every rank of comm calls
+ * this at the same point, failed set where it failed and its reason in msg [n] (n the same on every
+ * rank). Returns the lowest failing rank, whose reason msg then holds on every rank, or -1 where
+ * none failed. Ranks that left alone would hang the others in their next collective. */
+int comm_agree(MPI_Comm comm, int failed, char* msg, int n);
 
 void mpi_check_at(int rc, const char* file, int line);
 #define mpiCheck(call) mpi_check_at((call), __FILE__, __LINE__)

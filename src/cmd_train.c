@@ -61,25 +61,19 @@ static void batch_share_(const Comm* w, const Config* c, const char* file, int* 
 }
 
 /* A verdict some ranks may reach alone (a file one node cannot read, a tokenizer that differs, or
- * one only rank 0 looked at): every rank calls this at the same point, with failed set where it
- * failed and the reason in fmt. If any failed, the lowest such rank's reason is said once (named by
- * its rank where that is not 0) and all ranks leave together: a rank leaving alone would hang the
- * others in their next collective, with nothing said. */
+ * one only rank 0 looked at), its reason in fmt where failed: the lowest failing rank's reason is
+ * said once (named by its rank where that is not 0) and all ranks leave together (comm_agree). */
 static void agree_(const Comm* w, int failed, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 static void agree_(const Comm* w, int failed, const char* fmt, ...) {
-    int who = failed ? w->rank : w->size;
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, w->comm));
-    if (who == w->size) return;
     char msg[8192] = "";
-    if (w->rank == who) {
-        int at = who ? snprintf(msg, sizeof msg, "rank %d: ", who) : 0;
+    if (failed) {
+        int at = w->rank ? snprintf(msg, sizeof msg, "rank %d: ", w->rank) : 0;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(msg + at, sizeof msg - at, fmt, ap);
         va_end(ap);
     }
-    mpiCheck(MPI_Bcast(msg, sizeof msg, MPI_CHAR, who, w->comm));
-    fail_(w, "%s", msg);
+    if (comm_agree(w->comm, failed, msg, sizeof msg) >= 0) fail_(w, "%s", msg);
 }
 
 /* What every rank must hold alike but reads from its own file system (the config, the tokenizer,
@@ -514,8 +508,8 @@ int cmd_train(int argc, char** argv) {
         int stop = stop_agreed_(&w);
         if (bad_run == 0 && ((c.checkpoint.every > 0 && s % c.checkpoint.every == 0) || s == steps || stop)) {
             st.world_size = w.size;
-            agree_(&w, checkpoint_save(&tr, &c, vocab.has_comp ? &vocab.comp : NULL, &st, ckdir, err, sizeof err) != 0,
-                   "%s", err);
+            if (checkpoint_save(&tr, &c, vocab.has_comp ? &vocab.comp : NULL, &st, ckdir, err, sizeof err) != 0)
+                fail_(&w, "%s", err);   // checkpoint_save returns one status and message on every rank
             saved_at = s;
             say_(&w, &rf, "checkpoint step %lld saved in %s\n", (long long)s, ckdir);
         }
